@@ -1,0 +1,31 @@
+"""Online backfills for Django: chunked, checkpointed, resumable data changes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Backfill", "register", "registry", "run_backfill", "RunResult", "Outcome"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .base import Backfill
+    from .registry import register, registry
+    from .runner import Outcome, RunResult, run_backfill
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that `backfills` can sit in INSTALLED_APPS before apps are ready
+    # (base.py and runner.py import the models).
+    if name == "Backfill":
+        from .base import Backfill
+
+        return Backfill
+    if name in {"register", "registry"}:
+        from . import registry as module
+
+        return getattr(module, name)
+    if name in {"run_backfill", "RunResult", "Outcome"}:
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'backfills' has no attribute {name!r}")

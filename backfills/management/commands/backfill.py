@@ -1,0 +1,482 @@
+"""``manage.py backfill list|run|status|pause|resume|cancel``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.utils import timezone
+from rich.console import Console
+from rich.table import Table
+
+from backfills import conf
+from backfills.base import Backfill
+from backfills.events import Listener
+from backfills.exceptions import Abort, BackfillError
+from backfills.models import BackfillRun
+from backfills.progress import (
+    JsonProgress,
+    PlainProgress,
+    RichProgress,
+    format_duration,
+    format_rate,
+)
+from backfills.registry import registry
+from backfills.runner import Outcome, Runner, RunOptions, check_requirements, pid_alive
+
+State = BackfillRun.State
+
+#: Exit status when a run stopped on SIGINT/SIGTERM: 128 + the signal number (130, 143),
+#: as shells report a process ended by that signal.
+SIGNAL_EXIT_BASE = 128
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run and inspect online backfills: chunked, checkpointed, resumable data changes."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subparsers = parser.add_subparsers(
+            dest="subcommand", required=True, title="subcommands", metavar="SUBCOMMAND"
+        )
+
+        list_parser = subparsers.add_parser("list", help="Registered backfills and their state.")
+        self._common(list_parser)
+
+        run = subparsers.add_parser(
+            "run", help="Run a backfill, resuming from its checkpoint if it was stopped."
+        )
+        run.add_argument("name", help="Backfill name, e.g. blog.populate_post_slugs.")
+        self._common(run)
+        self._run_options(run)
+        run.add_argument(
+            "--restart",
+            action="store_true",
+            help="Start a new run from the first row, even if the latest one completed or was "
+            "cancelled (an unfinished run is cancelled first).",
+        )
+
+        resume = subparsers.add_parser(
+            "resume",
+            help="Continue a paused or failed run (withdraws a pending pause request).",
+        )
+        resume.add_argument("name")
+        self._common(resume)
+        self._run_options(resume)
+
+        status = subparsers.add_parser("status", help="Runs with progress, rate and errors.")
+        status.add_argument("names", nargs="*", metavar="NAME")
+        status.add_argument("--json", action="store_true", help="Machine-readable output.")
+        status.add_argument(
+            "--all", action="store_true", help="Every run, not only the latest per backfill."
+        )
+        self._common(status)
+
+        for action, text in (
+            ("pause", "Ask the running process to stop at its next chunk boundary."),
+            ("cancel", "Stop the run for good; a new run needs `run --restart`."),
+        ):
+            sub = subparsers.add_parser(action, help=text)
+            sub.add_argument("name")
+            self._common(sub)
+
+    def _common(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--database",
+            default=DEFAULT_DB_ALIAS,
+            help='Database alias holding the table and the checkpoints (default: "default").',
+        )
+        parser.add_argument(
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Never prompt.",
+        )
+        # Django's own options live on the main parser and must precede the subcommand; these
+        # let `backfill run NAME -v 2` work too. SUPPRESS keeps a main-parser value intact.
+        parser.add_argument(
+            "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS
+        )
+        parser.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS)
+        parser.add_argument("--force-color", action="store_true", default=argparse.SUPPRESS)
+        parser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS)
+
+    def _run_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--batch-size", type=positive_int, help="Rows per chunk (primary key window)."
+        )
+        parser.add_argument(
+            "--sleep", type=non_negative_float, help="Seconds to wait between chunks."
+        )
+        parser.add_argument(
+            "--max-chunks",
+            type=positive_int,
+            help="Stop (paused, resumable) after this many chunks.",
+        )
+        parser.add_argument(
+            "--limit", type=positive_int, help="Stop (paused, resumable) after this many rows."
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Take over the run even if its owner's lease has not expired yet.",
+        )
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "rich", "plain", "json", "none"],
+            default="auto",
+            help="auto: a live bar on a terminal, plain lines otherwise.",
+        )
+        parser.add_argument(
+            "--progress-interval",
+            type=non_negative_float,
+            help="Seconds between plain progress lines (default: PROGRESS_INTERVAL setting).",
+        )
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = options.get("verbosity", 1)
+        self.database = options["database"]
+        if self.database not in connections:
+            raise CommandError(f"Unknown database alias {self.database!r}.")
+        is_tty = hasattr(self.stdout._out, "isatty") and self.stdout._out.isatty()
+        self.console = Console(
+            file=self.stdout._out,
+            force_terminal=True if options.get("force_color") else None,
+            no_color=bool(options.get("no_color")),
+            highlight=False,
+            width=None if is_tty or options.get("force_color") else 140,
+        )
+        handler = getattr(self, "handle_" + options["subcommand"])
+        try:
+            handler(**options)
+        except BackfillError as exc:
+            raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            # Connection refused, server gone away, table missing: no traceback for users.
+            raise CommandError(
+                f"Database {self.database!r} error: {type(exc).__name__}: {exc}".strip()
+            ) from exc
+
+    # -- list -----------------------------------------------------------------------------
+
+    def handle_list(self, **options: Any) -> None:
+        latest = self._latest_runs()
+        table = Table(title="Registered backfills", title_justify="left")
+        for column in ("name", "model", "description", "latest run"):
+            table.add_column(column)
+        for backfill_cls in registry:
+            run = latest.get(backfill_cls.name or "")
+            table.add_row(
+                backfill_cls.name,
+                _model_label(backfill_cls),
+                backfill_cls.get_description(),
+                f"#{run.pk} {run.state}" if run else "never run",
+            )
+        if not len(registry):
+            self.stdout.write("No backfills registered. Define them in an app's backfills.py.")
+            return
+        self.console.print(table)
+
+    # -- run / resume ---------------------------------------------------------------------
+
+    def handle_run(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        self._run(backfill_cls, options, restart=options["restart"])
+
+    def handle_resume(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        run = self._active_run(backfill_cls.name or "")
+        if run is None:
+            raise CommandError(
+                f"{backfill_cls.name} has no unfinished run to resume; use `backfill run`."
+            )
+        if run.requested_state == State.PAUSED and run.owner_token and self._owner_alive(run):
+            BackfillRun.objects.using(self.database).filter(
+                pk=run.pk, requested_state=State.PAUSED
+            ).update(requested_state="")
+            self.stdout.write(
+                f"Withdrew the pause request: run #{run.pk} keeps running on "
+                f"{run.owner_host} (pid {run.owner_pid})."
+            )
+            return
+        self._run(backfill_cls, options, restart=False)
+
+    def _run(self, backfill_cls: type[Backfill], options: dict[str, Any], restart: bool) -> None:
+        check_requirements(backfill_cls, self.database)
+        if restart and options["interactive"] and sys.stdin.isatty():
+            answer = input(
+                f"Start {backfill_cls.name} again from the first row? Rows already processed "
+                "are processed again. [y/N] "
+            )
+            if answer.strip().lower() not in {"y", "yes"}:
+                raise CommandError("Restart aborted.")
+        runner = Runner(
+            backfill_cls,
+            using=self.database,
+            options=RunOptions(
+                batch_size=options.get("batch_size"),
+                sleep=options.get("sleep"),
+                max_chunks=options.get("max_chunks"),
+                limit=options.get("limit"),
+                restart=restart,
+                force=options.get("force", False),
+            ),
+        )
+        display = self._display(options)
+        runner.listeners.append(display)
+        with display if isinstance(display, RichProgress) else nullcontext(), self._signals(
+            runner
+        ):
+            try:
+                result = runner.run()
+            except Abort as exc:
+                self.stderr.write(
+                    f"Aborted by a second signal: the open chunk was rolled back; the run is "
+                    f"paused at its last committed checkpoint."
+                )
+                raise SystemExit(SIGNAL_EXIT_BASE + exc.signum) from None
+        if result.outcome is Outcome.ALREADY_COMPLETED:
+            run = result.run
+            finished = timezone.localtime(run.finished_at).isoformat(timespec="seconds") if (
+                run.finished_at
+            ) else "?"
+            self.stdout.write(
+                f"{run.name} already completed (run #{run.pk}, finished {finished}). "
+                "Pass --restart to run it again from the first row."
+            )
+        elif result.signum is not None:
+            raise SystemExit(SIGNAL_EXIT_BASE + result.signum)
+
+    def _display(self, options: dict[str, Any]) -> Listener:
+        mode = options.get("progress", "auto")
+        if self.verbosity == 0 and mode == "auto":
+            mode = "none"
+        if mode == "auto":
+            mode = "rich" if self.console.is_terminal else "plain"
+        if mode == "rich":
+            return RichProgress(self.console)
+        if mode == "json":
+            return JsonProgress(self.stdout.write)
+        if mode == "plain":
+            interval = options.get("progress_interval")
+            if interval is None:
+                interval = 0.0 if self.verbosity >= 2 else float(conf.get("PROGRESS_INTERVAL"))
+            return PlainProgress(self.stdout.write, interval)
+        return lambda event: None
+
+    @contextmanager
+    def _signals(self, runner: Runner) -> Iterator[None]:
+        """First SIGINT/SIGTERM: finish the chunk and pause. Second: abort the chunk."""
+        received: list[int] = []
+
+        def handler(signum: int, frame: Any) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                name = signal.Signals(signum).name
+                runner.request_stop(f"interrupted by {name}", signum)
+                self.stderr.write(
+                    f"\n{name} received: stopping after the current chunk commits "
+                    "(send it again to abort the chunk now)."
+                )
+                return
+            raise Abort(signum)
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for sig in previous:
+                signal.signal(sig, handler)
+        except ValueError:
+            # Not the main thread (e.g. call_command from a worker thread): no handlers.
+            previous = {}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def handle_status(self, **options: Any) -> None:
+        names = [registry.get(name).name or name for name in options["names"]]
+        runs = BackfillRun.objects.using(self.database).order_by("name", "-id")
+        if names:
+            runs = runs.filter(name__in=names)
+        if not options["all"]:
+            latest = self._latest_runs()
+            runs_list = [latest[name] for name in sorted(latest) if not names or name in names]
+        else:
+            runs_list = list(runs)
+        if options["json"]:
+            self.stdout.write(json.dumps([run.summary() for run in runs_list], indent=2))
+            return
+        if not runs_list:
+            self.stdout.write("No runs recorded" + (f" for {', '.join(names)}." if names else "."))
+            return
+        table = Table(title="Backfill runs", title_justify="left")
+        for column, justify in (
+            ("name", "left"),
+            ("run", "right"),
+            ("state", "left"),
+            ("progress", "right"),
+            ("rows", "right"),
+            ("processed", "right"),
+            ("rate", "right"),
+            ("elapsed", "right"),
+            ("ETA / finished", "left"),
+            ("last error", "left"),
+        ):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for run in runs_list:
+            table.add_row(*_status_cells(run))
+        self.console.print(table)
+        for run in runs_list:
+            if run.status_reason and run.state in (State.PAUSED, State.CANCELLED):
+                self.stdout.write(f"#{run.pk} {run.name}: {run.status_reason}")
+            if run.requested_state:
+                self.stdout.write(f"#{run.pk} {run.name}: {run.requested_state} requested")
+            if run.state == State.RUNNING and run.owner_token:
+                self.stdout.write(
+                    f"#{run.pk} {run.name}: owned by {run.owner_host} pid {run.owner_pid}, "
+                    f"heartbeat {_ago(run.heartbeat_at)}"
+                )
+            if run.error_backtrace and self.verbosity >= 2:
+                self.stdout.write(f"#{run.pk} {run.name} traceback:\n{run.error_backtrace}")
+
+    # -- pause / cancel -------------------------------------------------------------------
+
+    def handle_pause(self, **options: Any) -> None:
+        self._request(options["name"], State.PAUSED, options)
+
+    def handle_cancel(self, **options: Any) -> None:
+        self._request(options["name"], State.CANCELLED, options)
+
+    def _request(self, name: str, state: str, options: dict[str, Any]) -> None:
+        backfill_cls = registry.get(name)
+        run = self._active_run(backfill_cls.name or "")
+        if run is None:
+            raise CommandError(f"{backfill_cls.name} has no unfinished run to {_verb(state)}.")
+        if state == State.CANCELLED and options["interactive"] and sys.stdin.isatty():
+            answer = input(f"Cancel run #{run.pk} of {run.name} for good? [y/N] ")
+            if answer.strip().lower() not in {"y", "yes"}:
+                raise CommandError("Cancel aborted.")
+        runs = BackfillRun.objects.using(self.database)
+        if run.owner_token and self._owner_alive(run):
+            runs.filter(pk=run.pk, active_key=run.name).update(requested_state=state)
+            self.stdout.write(
+                f"Asked run #{run.pk} of {run.name} (host {run.owner_host}, pid "
+                f"{run.owner_pid}) to {_verb(state)} at its next chunk boundary."
+            )
+            return
+        if state == State.PAUSED and run.state == State.PAUSED:
+            self.stdout.write(f"Run #{run.pk} of {run.name} is already paused.")
+            return
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "state": state,
+            "status_reason": f"{_verb(state)}d by `backfill {_verb(state)}` while not running",
+            "requested_state": "",
+            "updated_at": now,
+            "owner_token": None,
+            "owner_pid": None,
+            "owner_host": "",
+        }
+        if state == State.CANCELLED:
+            fields.update(active_key=None, finished_at=now)
+        # Conditional on the lease we saw being gone, so a process that claimed the run
+        # meanwhile is not overwritten.
+        stale = runs.filter(pk=run.pk, owner_token=run.owner_token).update(**fields)
+        if not stale:
+            raise CommandError(f"Run #{run.pk} changed while we looked; try again.")
+        self.stdout.write(f"Run #{run.pk} of {run.name} is now {state}.")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _latest_runs(self) -> dict[str, BackfillRun]:
+        latest: dict[str, BackfillRun] = {}
+        for run in BackfillRun.objects.using(self.database).order_by("-id"):
+            latest.setdefault(run.name, run)
+        return latest
+
+    def _active_run(self, name: str) -> BackfillRun | None:
+        return BackfillRun.objects.using(self.database).filter(active_key=name).first()
+
+    def _owner_alive(self, run: BackfillRun) -> bool:
+        import socket
+        from datetime import timedelta
+
+        if run.heartbeat_at is None:
+            return False
+        if run.owner_host == socket.gethostname() and run.owner_pid:
+            return pid_alive(run.owner_pid)
+        lease = timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        return timezone.now() - run.heartbeat_at < lease
+
+
+def _verb(state: str) -> str:
+    return "pause" if state == State.PAUSED else "cancel"
+
+
+def _model_label(backfill_cls: type[Backfill]) -> str:
+    try:
+        return backfill_cls.get_model()._meta.label
+    except BackfillError as exc:
+        return f"(error: {exc})"
+
+
+def _ago(moment: Any) -> str:
+    if moment is None:
+        return "never"
+    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
+
+
+def _status_cells(run: BackfillRun) -> list[str]:
+    percent = "-" if run.percent is None else f"{run.percent:.1f}%"
+    total = "?" if run.rows_total is None else f"{run.rows_total:,}"
+    elapsed = run.elapsed
+    if run.finished_at:
+        when = timezone.localtime(run.finished_at).strftime("%Y-%m-%d %H:%M:%S")
+    elif run.state == State.RUNNING:
+        when = f"ETA {format_duration(run.eta_seconds)}"
+    else:
+        when = "-"
+    return [
+        run.name,
+        f"#{run.pk}",
+        run.state,
+        percent,
+        f"{run.rows_scanned:,}/{total}",
+        f"{run.rows_processed:,}",
+        format_rate(run.rate),
+        format_duration(elapsed.total_seconds() if elapsed else None),
+        when,
+        run.last_error[:80],
+    ]

@@ -1,0 +1,176 @@
+"""BackfillRun: one row per run of a backfill, holding its state, checkpoint and lease."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+
+class BackfillRun(models.Model):
+    """The checkpoint table.
+
+    A chunk's writes and the update of ``cursor`` and the counters commit in one transaction,
+    so the row always describes exactly the work that is committed.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        PAUSED = "paused"
+        FAILED = "failed"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+
+    #: States from which ``backfill run`` continues the same run.
+    RESUMABLE = frozenset({State.PENDING, State.PAUSED, State.FAILED, State.RUNNING})
+    #: States that end a run; starting again needs an explicit restart.
+    FINAL = frozenset({State.COMPLETED, State.CANCELLED})
+
+    name = models.CharField(max_length=200, db_index=True)
+    # Equal to ``name`` while the run is not final and NULL afterwards: a unique column that
+    # allows many NULLs gives "at most one live run per name" on every database, including
+    # MySQL/MariaDB, which have no partial unique indexes.
+    active_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    parameters = models.JSONField(default=dict, blank=True)
+
+    # Checkpoint: the last primary key of the last committed chunk, as text (ints, UUIDs and
+    # strings all round-trip through the pk field's to_python()).
+    cursor = models.TextField(null=True, blank=True)
+    # The highest primary key when the run was created; rows above it are not chased.
+    horizon = models.TextField(null=True, blank=True)
+
+    rows_total = models.BigIntegerField(null=True, blank=True)
+    rows_scanned = models.BigIntegerField(default=0)
+    rows_processed = models.BigIntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    retries = models.IntegerField(default=0)
+    batch_size = models.IntegerField(default=1000)
+    sleep = models.FloatField(default=0.0)
+    last_chunk_size = models.IntegerField(null=True, blank=True)
+    last_chunk_seconds = models.FloatField(null=True, blank=True)
+    # Seconds spent working on chunks (sleeps and throttling excluded): the basis of the rate.
+    time_running = models.FloatField(default=0.0)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Lease: who works on the run now. Claimed with a conditional UPDATE, kept alive by a
+    # heartbeat written with every chunk.
+    owner_token = models.CharField(max_length=64, null=True, blank=True)
+    owner_host = models.CharField(max_length=255, blank=True, default="")
+    owner_pid = models.IntegerField(null=True, blank=True)
+    owned_since = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    # Pause/cancel asked for from any host; the owner acts on it at its next chunk boundary.
+    requested_state = models.CharField(max_length=20, blank=True, default="")
+    status_reason = models.TextField(blank=True, default="")
+
+    error_class = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_backtrace = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        get_latest_by = "id"
+        verbose_name = "backfill run"
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk} ({self.state})"
+
+    # -- derived figures -------------------------------------------------------------------
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL
+
+    @property
+    def percent(self) -> float | None:
+        """Share of the primary key range walked, 0-100; None while the total is unknown."""
+        if self.state == self.State.COMPLETED:
+            return 100.0
+        if not self.rows_total:
+            return None
+        return min(100.0, 100.0 * self.rows_scanned / self.rows_total)
+
+    @property
+    def rate(self) -> float | None:
+        """Rows walked per second of working time."""
+        if self.time_running <= 0 or not self.rows_scanned:
+            return None
+        return self.rows_scanned / self.time_running
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated seconds of work left, including the configured sleeps between chunks."""
+        rate = self.rate
+        if rate is None or self.rows_total is None or self.is_final:
+            return None
+        remaining = max(0, self.rows_total - self.rows_scanned)
+        chunks_left = remaining / self.batch_size if self.batch_size else 0
+        return remaining / rate + chunks_left * self.sleep
+
+    @property
+    def elapsed(self) -> dt.timedelta | None:
+        """Wall time from the first start to the finish (or to the last update)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.updated_at
+        return end - self.started_at
+
+    @property
+    def last_error(self) -> str:
+        """First line of the recorded error, prefixed by its class."""
+        if not self.error_class:
+            return ""
+        first = (self.error_message or "").strip().splitlines()
+        return f"{self.error_class}: {first[0]}" if first else self.error_class
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description of the run, used by ``backfill status --json``."""
+        elapsed = self.elapsed
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "state": self.state,
+            "percent": None if self.percent is None else round(self.percent, 2),
+            "rows_scanned": self.rows_scanned,
+            "rows_processed": self.rows_processed,
+            "rows_total": self.rows_total,
+            "chunks": self.chunks_done,
+            "retries": self.retries,
+            "batch_size": self.batch_size,
+            "rate": None if self.rate is None else round(self.rate, 1),
+            "elapsed_seconds": None if elapsed is None else round(elapsed.total_seconds(), 3),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            "cursor": self.cursor,
+            "horizon": self.horizon,
+            "parameters": self.parameters,
+            "owner": (
+                {"host": self.owner_host, "pid": self.owner_pid}
+                if self.owner_token
+                else None
+            ),
+            "heartbeat_at": _iso(self.heartbeat_at),
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(self.updated_at),
+            "finished_at": _iso(self.finished_at),
+            "requested_state": self.requested_state or None,
+            "status_reason": self.status_reason or None,
+            "error": (
+                {"class": self.error_class, "message": self.error_message}
+                if self.error_class
+                else None
+            ),
+        }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,569 @@
+"""The loop: claim the run -> walk pk windows -> commit each chunk with its checkpoint -> repeat.
+
+Each chunk runs in ``transaction.atomic`` together with the conditional UPDATE that advances the
+run's cursor. The UPDATE only matches while we still own the run (``owner_token``), so a process
+that lost its lease cannot commit a chunk another owner will also do.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from . import conf
+from .base import Backfill
+from .chunking import Window, count_range, find_horizon, next_window
+from .events import (
+    ChunkCommitted,
+    Event,
+    Listener,
+    Retrying,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunPaused,
+    RunStarted,
+)
+from .exceptions import (
+    Abort,
+    BackfillConfigurationError,
+    BackfillFailed,
+    LeaseLost,
+    MigrationNotApplied,
+    RunNotResumable,
+    RunOwned,
+)
+from .models import BackfillRun
+from .transient import is_transient
+
+logger = logging.getLogger("backfills")
+
+State = BackfillRun.State
+
+
+class Outcome(enum.Enum):
+    """How ``Runner.run()`` ended."""
+
+    COMPLETED = "completed"
+    ALREADY_COMPLETED = "already_completed"
+    PAUSED = "paused"  # at a chunk boundary: signal, pause request or partial-run limit
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class RunOptions:
+    """Knobs for one invocation of a run; ``None`` means "the backfill's or the setting's"."""
+
+    batch_size: int | None = None
+    sleep: float | None = None
+    #: Stop (paused, resumable) after this many chunks in this invocation.
+    max_chunks: int | None = None
+    #: Stop (paused, resumable) after walking this many rows in this invocation.
+    limit: int | None = None
+    #: Start a new run from the beginning even if the latest one is final.
+    restart: bool = False
+    #: Take over the run even if its owner's lease has not expired.
+    force: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What happened: the run row as we last wrote it, and why we stopped."""
+
+    run: BackfillRun
+    outcome: Outcome
+    reason: str = ""
+    signum: int | None = None
+
+
+def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
+    """Refuse to run before the backfill's required migrations (and ours) are applied."""
+    backfill_cls.get_pk_field()  # raises for models we cannot walk
+    connection = connections[using]
+    recorder = MigrationRecorder(connection)
+    if not recorder.has_table():
+        raise MigrationNotApplied(
+            f"Database {using!r} has no migrations table; run `manage.py migrate` first."
+        )
+    applied = recorder.applied_migrations()
+    if ("backfills", "0001_initial") not in applied:
+        raise MigrationNotApplied(
+            f"The backfills tables are not installed on database {using!r}; "
+            f"run `manage.py migrate backfills --database {using}`."
+        )
+    missing = [f"{app}.{name}" for app, name in backfill_cls.requires if (app, name) not in applied]
+    if missing:
+        raise MigrationNotApplied(
+            f"Backfill {backfill_cls.name} requires migration(s) {', '.join(missing)}, not "
+            f"applied on database {using!r}. Run `manage.py migrate` first."
+        )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with *pid* exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Runner:
+    """Runs one backfill on one database, emitting events to its listeners."""
+
+    def __init__(
+        self,
+        backfill_cls: type[Backfill],
+        *,
+        using: str = "default",
+        options: RunOptions | None = None,
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        self.backfill_cls = backfill_cls
+        self.using = using
+        self.options = options or RunOptions()
+        self.listeners = list(listeners)
+        self.backfill = backfill_cls(using=using)
+        self.model = backfill_cls.get_model()
+        self.pk_field = backfill_cls.get_pk_field()
+        self.token = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.run_row: BackfillRun | None = None
+        self._stop_reason: str | None = None
+        self._stop_signum: int | None = None
+
+    # -- public ---------------------------------------------------------------------------
+
+    def request_stop(self, reason: str, signum: int | None = None) -> None:
+        """Stop after the chunk in progress commits (safe to call from a signal handler)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._stop_signum = signum
+
+    def run(self) -> RunResult:
+        """Claim (or create) the run and work until completion, a stop request or an error."""
+        check_requirements(self.backfill_cls, self.using)
+        run, created = self._get_or_create_run()
+        if run is None:
+            latest = self._latest_run()
+            assert latest is not None
+            return RunResult(latest, Outcome.ALREADY_COMPLETED, "already completed")
+        resumed = not created and (run.cursor is not None or run.chunks_done > 0)
+        took_over = self._claim(run)
+        self.run_row = run
+        self._emit(RunStarted(run, resumed=resumed, took_over=took_over))
+        logger.info(
+            "backfill %s run #%s %s on %r", run.name, run.pk,
+            "resumed" if resumed else "started", self.using,
+        )
+        try:
+            return self._loop(run)
+        except Abort as exc:
+            # Second signal: the open chunk rolled back as the exception left atomic().
+            reason = f"aborted by signal {exc.signum}; the open chunk was rolled back"
+            self._record_stop(run, State.PAUSED, reason, after_abort=True)
+            self._emit(RunPaused(run, reason))
+            raise
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            self._record_failure(run, exc)
+            self._emit(RunFailed(run, exc))
+            raise BackfillFailed(
+                f"Backfill {run.name} failed in chunk {run.chunks_done + 1} "
+                f"(after cursor {run.cursor!r}): {type(exc).__name__}: {exc}. "
+                "The committed chunks are kept; fix the cause and run it again to resume."
+            ) from exc
+
+    # -- run row lifecycle ----------------------------------------------------------------
+
+    def _runs(self) -> Any:
+        return BackfillRun.objects.using(self.using)
+
+    def _latest_run(self) -> BackfillRun | None:
+        return self._runs().filter(name=self.backfill_cls.name).order_by("-id").first()
+
+    def _get_or_create_run(self) -> tuple[BackfillRun | None, bool]:
+        name = self.backfill_cls.name
+        assert name is not None
+        active = self._runs().filter(active_key=name).first()
+        if active is not None:
+            if self.options.restart:
+                self._runs().filter(pk=active.pk).update(
+                    state=State.CANCELLED, active_key=None, finished_at=timezone.now(),
+                    status_reason="superseded by --restart",
+                )
+            else:
+                return active, False
+        else:
+            latest = self._latest_run()
+            if latest is not None and not self.options.restart:
+                if latest.state == State.COMPLETED:
+                    return None, False
+                raise RunNotResumable(
+                    f"The latest run of {name} (#{latest.pk}) was {latest.state}; "
+                    "pass --restart to start a new run from the beginning."
+                )
+        horizon = find_horizon(self.model, self.using)
+        run = BackfillRun(
+            name=name,
+            active_key=name,
+            state=State.PENDING,
+            parameters=self.options.parameters,
+            horizon=None if horizon is None else self._dump_pk(horizon),
+            rows_total=count_range(self.model, self.using, None, horizon),
+            batch_size=self._batch_size(),
+            sleep=self._sleep(),
+        )
+        try:
+            with transaction.atomic(using=self.using):
+                run.save(using=self.using)
+        except IntegrityError:
+            # Another process created the live run between our read and our insert.
+            existing = self._runs().filter(active_key=name).first()
+            if existing is None:
+                raise
+            return existing, False
+        return run, True
+
+    def _batch_size(self) -> int:
+        return int(
+            self.options.batch_size or self.backfill_cls.batch_size or conf.get("BATCH_SIZE")
+        )
+
+    def _sleep(self) -> float:
+        if self.options.sleep is not None:
+            return float(self.options.sleep)
+        return float(self.backfill_cls.sleep)
+
+    def _claim(self, run: BackfillRun) -> bool:
+        """Take the lease with one conditional UPDATE; refuse if a live process holds it."""
+        now = timezone.now()
+        stale_before = now - timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+        free = (
+            Q(owner_token__isnull=True)
+            | Q(heartbeat_at__isnull=True)
+            | Q(heartbeat_at__lt=stale_before)
+        )
+        took_over = bool(run.owner_token)
+        if run.owner_token and (
+            self.options.force
+            or (run.owner_host == self.host and run.owner_pid and not pid_alive(run.owner_pid))
+        ):
+            # The owner is known dead (same host, no such pid) or the user says so: take over
+            # the lease we saw, still conditionally, so a concurrent claimer cannot also win.
+            free |= Q(owner_token=run.owner_token)
+        batch_size = self._batch_size() if self.options.batch_size else run.batch_size
+        sleep = self._sleep() if self.options.sleep is not None else run.sleep
+        claimed = (
+            self._runs()
+            .filter(pk=run.pk, state__in=BackfillRun.RESUMABLE)
+            .filter(free)
+            .update(
+                owner_token=self.token,
+                owner_host=self.host,
+                owner_pid=self.pid,
+                owned_since=now,
+                heartbeat_at=now,
+                updated_at=now,
+                state=State.RUNNING,
+                started_at=Coalesce(F("started_at"), now),
+                requested_state="",
+                status_reason="",
+                error_class="",
+                error_message="",
+                error_backtrace="",
+                batch_size=batch_size,
+                sleep=sleep,
+            )
+        )
+        run.refresh_from_db(using=self.using)
+        if claimed != 1 or run.owner_token != self.token:
+            if run.state in BackfillRun.FINAL:
+                raise RunNotResumable(f"Run #{run.pk} of {run.name} is already {run.state}.")
+            since = timezone.localtime(run.owned_since).isoformat(timespec="seconds") if (
+                run.owned_since
+            ) else "?"
+            raise RunOwned(
+                f"Run #{run.pk} of {run.name} is owned by another process: host "
+                f"{run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
+                f"{_ago(run.heartbeat_at)}). It is taken over automatically once its "
+                f"heartbeat is older than {conf.get('LEASE_SECONDS'):g}s; pass --force if you "
+                "know that process is dead."
+            )
+        return took_over
+
+    def _update_owned(self, run: BackfillRun, **fields: Any) -> int:
+        return self._runs().filter(pk=run.pk, owner_token=self.token).update(**fields)
+
+    def _release_fields(self) -> dict[str, Any]:
+        return {"owner_token": None, "owner_pid": None, "owner_host": "", "owned_since": None}
+
+    def _record_stop(
+        self, run: BackfillRun, state: str, reason: str, *, after_abort: bool = False
+    ) -> None:
+        if after_abort:
+            # The connection may have been interrupted mid-query; start from a clean one.
+            connections[self.using].close()
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "state": state,
+            "status_reason": reason,
+            "updated_at": now,
+            "requested_state": "",
+            **self._release_fields(),
+        }
+        if state in BackfillRun.FINAL:
+            fields.update(active_key=None, finished_at=now)
+        try:
+            self._update_owned(run, **fields)
+        except DatabaseError:
+            logger.exception("could not record %s for run #%s; its lease will expire", state, run.pk)
+            return
+        for key, value in fields.items():
+            setattr(run, key, value)
+
+    def _record_failure(self, run: BackfillRun, exc: BaseException) -> None:
+        self._reconnect_if_needed()
+        fields = {
+            "state": State.FAILED,
+            "status_reason": "failed",
+            "error_class": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "error_message": str(exc),
+            "error_backtrace": "".join(traceback.format_exception(exc)),
+            "updated_at": timezone.now(),
+            **self._release_fields(),
+        }
+        try:
+            self._update_owned(run, **fields)
+        except DatabaseError:
+            logger.exception("could not record the failure of run #%s", run.pk)
+            return
+        for key, value in fields.items():
+            setattr(run, key, value)
+        logger.error("backfill %s run #%s failed: %s", run.name, run.pk, run.last_error)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self, run: BackfillRun) -> RunResult:
+        cursor = self._load_pk(run.cursor)
+        horizon = self._load_pk(run.horizon)
+        chunks_here = 0
+        rows_here = 0
+        next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
+        while True:
+            stop = self._stop_requested(chunks_here, rows_here)
+            if stop is None and time.monotonic() >= next_poll:
+                stop = self._poll_control(run)
+                next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
+            if stop is not None:
+                return self._stop(run, *stop)
+            started = time.perf_counter()
+            size = run.batch_size
+            if self.options.limit is not None:
+                size = max(1, min(size, self.options.limit - rows_here))
+            window = next_window(self.model, self.using, cursor, horizon, size)
+            if window is None:
+                return self._complete(run)
+            processed, seconds = self._run_chunk_with_retries(run, window, started)
+            cursor = window.upper
+            chunks_here += 1
+            rows_here += window.size
+            self._emit(ChunkCommitted(run, window.size, processed, seconds))
+            if run.sleep > 0 and self._stop_requested(chunks_here, rows_here) is None:
+                self._sleep_between_chunks(run)
+
+    def _stop_requested(self, chunks_here: int, rows_here: int) -> tuple[str, str] | None:
+        if self._stop_reason is not None:
+            return State.PAUSED, self._stop_reason
+        if self.options.max_chunks is not None and chunks_here >= self.options.max_chunks:
+            return State.PAUSED, f"partial run: stopped after --max-chunks {chunks_here}"
+        if self.options.limit is not None and rows_here >= self.options.limit:
+            return State.PAUSED, f"partial run: stopped after --limit {self.options.limit} rows"
+        return None
+
+    def _poll_control(self, run: BackfillRun) -> tuple[str, str] | None:
+        requested = (
+            self._runs().filter(pk=run.pk).values_list("requested_state", flat=True).first()
+        )
+        if requested == State.PAUSED:
+            return State.PAUSED, "paused on request (backfill pause)"
+        if requested == State.CANCELLED:
+            return State.CANCELLED, "cancelled on request (backfill cancel)"
+        return None
+
+    def _stop(self, run: BackfillRun, state: str, reason: str) -> RunResult:
+        self._record_stop(run, state, reason)
+        logger.info("backfill %s run #%s %s: %s", run.name, run.pk, state, reason)
+        if state == State.CANCELLED:
+            self._emit(RunCancelled(run, reason))
+            return RunResult(run, Outcome.CANCELLED, reason)
+        self._emit(RunPaused(run, reason))
+        return RunResult(run, Outcome.PAUSED, reason, self._stop_signum)
+
+    def _complete(self, run: BackfillRun) -> RunResult:
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "state": State.COMPLETED,
+            "active_key": None,
+            "finished_at": now,
+            "updated_at": now,
+            "status_reason": "",
+            "requested_state": "",
+            **self._release_fields(),
+        }
+        if self._update_owned(run, **fields) != 1:
+            raise LeaseLost(f"Run #{run.pk} was taken over by another process.")
+        for key, value in fields.items():
+            setattr(run, key, value)
+        logger.info("backfill %s run #%s completed", run.name, run.pk)
+        self._emit(RunCompleted(run))
+        return RunResult(run, Outcome.COMPLETED)
+
+    def _run_chunk_with_retries(
+        self, run: BackfillRun, window: Window, started: float
+    ) -> tuple[int, float]:
+        attempt = 0
+        while True:
+            try:
+                return self._run_chunk(run, window, started)
+            except Exception as exc:
+                attempt += 1
+                if not is_transient(exc) or attempt > int(conf.get("MAX_RETRIES")):
+                    raise
+                delay = min(
+                    float(conf.get("RETRY_MAX_DELAY")),
+                    float(conf.get("RETRY_BASE_DELAY")) * 2 ** (attempt - 1),
+                ) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
+                    run.name, window.lower, type(exc).__name__, attempt, delay,
+                )
+                self._emit(Retrying(run, attempt, delay, exc))
+                self._interruptible_sleep(delay)
+                self._reconnect_if_needed()
+                self._count_retry(run)
+                started = time.perf_counter()
+
+    def _run_chunk(self, run: BackfillRun, window: Window, started: float) -> tuple[int, float]:
+        with transaction.atomic(using=self.using):
+            queryset = window.filter(self.backfill.get_queryset().using(self.using))
+            processed = self.backfill.process_window(queryset.order_by("pk"))
+            seconds = time.perf_counter() - started
+            now = timezone.now()
+            updated = self._update_owned(
+                run,
+                cursor=self._dump_pk(window.upper),
+                rows_scanned=F("rows_scanned") + window.size,
+                rows_processed=F("rows_processed") + processed,
+                chunks_done=F("chunks_done") + 1,
+                last_chunk_size=window.size,
+                last_chunk_seconds=seconds,
+                time_running=F("time_running") + seconds,
+                heartbeat_at=now,
+                updated_at=now,
+            )
+            if updated != 1:
+                # Leaving atomic() with this exception rolls the chunk back.
+                raise LeaseLost(
+                    f"Run #{run.pk} of {run.name} was taken over by another process; this "
+                    "process stopped without committing its open chunk."
+                )
+        run.cursor = self._dump_pk(window.upper)
+        run.rows_scanned += window.size
+        run.rows_processed += processed
+        run.chunks_done += 1
+        run.last_chunk_size = window.size
+        run.last_chunk_seconds = seconds
+        run.time_running += seconds
+        run.heartbeat_at = run.updated_at = now
+        return processed, seconds
+
+    def _count_retry(self, run: BackfillRun) -> None:
+        try:
+            self._update_owned(run, retries=F("retries") + 1)
+            run.retries += 1
+        except DatabaseError:
+            logger.warning("could not count a retry of run #%s", run.pk)
+
+    def _reconnect_if_needed(self) -> None:
+        connection = connections[self.using]
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+
+    def _sleep_between_chunks(self, run: BackfillRun) -> None:
+        self._interruptible_sleep(run.sleep, heartbeat_run=run)
+
+    def _interruptible_sleep(self, seconds: float, heartbeat_run: BackfillRun | None = None) -> None:
+        deadline = time.monotonic() + seconds
+        beat_every = float(conf.get("LEASE_SECONDS")) / 3
+        next_beat = time.monotonic() + beat_every
+        while self._stop_reason is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+            if heartbeat_run is not None and time.monotonic() >= next_beat:
+                self._update_owned(heartbeat_run, heartbeat_at=timezone.now())
+                next_beat = time.monotonic() + beat_every
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _dump_pk(self, value: Any) -> str:
+        return str(value)
+
+    def _load_pk(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
+        return target.to_python(text)
+
+
+def _ago(moment: Any) -> str:
+    if moment is None:
+        return "never"
+    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
+
+
+def run_backfill(
+    name_or_class: str | type[Backfill],
+    *,
+    using: str = "default",
+    listeners: Iterable[Listener] = (),
+    **options: Any,
+) -> RunResult:
+    """Run a backfill in this process until it completes or stops; see RunOptions for options."""
+    from .registry import registry
+
+    backfill_cls = (
+        registry.get(name_or_class) if isinstance(name_or_class, str) else name_or_class
+    )
+    if backfill_cls.name is None:
+        raise BackfillConfigurationError(f"{backfill_cls.__name__} is not registered.")
+    return Runner(
+        backfill_cls, using=using, options=RunOptions(**options), listeners=listeners
+    ).run()

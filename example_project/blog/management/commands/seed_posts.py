@@ -1,0 +1,98 @@
+"""``manage.py seed_posts --count N``: generate posts fast, with bulk inserts."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.utils import timezone
+
+from blog.models import Post
+
+WORDS = (
+    "async cache django python query index chunk backfill migration deploy schema table row "
+    "column vacuum replica lag lock timeout cursor keyset offset signal worker queue batch "
+    "latency throughput memory profile bench release review feature bug fix refactor test "
+    "garden coffee travel winter summer mountain river city night morning music recipe "
+    "bread tomato lemon book story letter bridge harbor forest island journey market"
+).split()
+# Titles that recur, as they do on any real blog: their slugs need -2, -3 ... suffixes.
+COMMON = [
+    "Hello world",
+    "Weekly update",
+    "Release notes",
+    "Café au lait: l'été à Paris",
+    "Ünïcödé & <Symbols> \"quoted\"",
+    "!!!",
+]
+BATCH = 5000
+
+
+class Command(BaseCommand):
+    help = "Insert N blog posts with bulk inserts (titles with some duplicates, no slugs)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--count", type=int, default=10_000, help="Posts to insert.")
+        parser.add_argument("--authors", type=int, default=20, help="Users to spread them over.")
+        parser.add_argument("--seed", type=int, default=42, help="Random seed.")
+        parser.add_argument(
+            "--duplicates",
+            type=float,
+            default=0.02,
+            help="Share of posts whose title repeats a common one (0-1).",
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        count, using = options["count"], options["database"]
+        if count < 0:
+            raise CommandError("--count must be >= 0.")
+        if not 0 <= options["duplicates"] <= 1:
+            raise CommandError("--duplicates must be between 0 and 1.")
+        rng = random.Random(options["seed"])
+        started = time.perf_counter()
+        authors = self._authors(options["authors"], using)
+        now = timezone.now()
+        statuses = [s.value for s in Post.Status]
+        common = COMMON + [
+            " ".join(rng.choice(WORDS) for _ in range(3)).capitalize() for _ in range(500)
+        ]
+        made = 0
+        while made < count:
+            batch = []
+            for _ in range(min(BATCH, count - made)):
+                if rng.random() < options["duplicates"]:
+                    title = rng.choice(common)
+                else:
+                    words = [rng.choice(WORDS) for _ in range(rng.randint(4, 8))]
+                    title = " ".join(words).capitalize() + f" {rng.randint(1, 10**6)}"
+                batch.append(
+                    Post(
+                        title=title,
+                        body=" ".join(rng.choice(WORDS) for _ in range(30)),
+                        status=rng.choice(statuses),
+                        created_at=now - timedelta(minutes=rng.randint(0, 3 * 365 * 24 * 60)),
+                        author=rng.choice(authors) if authors else None,
+                    )
+                )
+            with transaction.atomic(using=using):
+                Post.objects.using(using).bulk_create(batch)
+            made += len(batch)
+            if options["verbosity"] >= 2:
+                self.stdout.write(f"{made:,}/{count:,}")
+        elapsed = time.perf_counter() - started
+        self.stdout.write(f"Inserted {made:,} posts in {elapsed:.1f}s.")
+
+    def _authors(self, n: int, using: str) -> list[Any]:
+        User = get_user_model()
+        names = [f"author{i}" for i in range(n)]
+        existing = {u.username: u for u in User.objects.using(using).filter(username__in=names)}
+        missing = [User(username=name) for name in names if name not in existing]
+        if missing:
+            User.objects.using(using).bulk_create(missing)
+        return list(User.objects.using(using).filter(username__in=names))
