@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Backfill", "register", "registry", "run_backfill", "RunResult", "Outcome"]
+__all__ = ["Backfill", "register", "run_backfill", "RunResult", "Outcome"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .base import Backfill
-    from .registry import register, registry
+    from .registry import register
     from .runner import Outcome, RunResult, run_backfill
 
 
@@ -20,10 +20,10 @@ def __getattr__(name: str) -> Any:
         from .base import Backfill
 
         return Backfill
-    if name in {"register", "registry"}:
-        from . import registry as module
+    if name == "register":
+        from .registry import register
 
-        return getattr(module, name)
+        return register
     if name in {"run_backfill", "RunResult", "Outcome"}:
         from . import runner
 

@@ -153,9 +153,7 @@ class BackfillRun(models.Model):
             "horizon": self.horizon,
             "parameters": self.parameters,
             "owner": (
-                {"host": self.owner_host, "pid": self.owner_pid}
-                if self.owner_token
-                else None
+                {"host": self.owner_host, "pid": self.owner_pid} if self.owner_token else None
             ),
             "heartbeat_at": _iso(self.heartbeat_at),
             "created_at": _iso(self.created_at),

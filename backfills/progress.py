@@ -16,7 +16,6 @@ from rich.progress import (
     TaskID,
     TaskProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.text import Text
@@ -155,9 +154,9 @@ class JsonProgress:
         for key, value in vars(event).items():
             if key == "run":
                 continue
-            payload[key] = f"{type(value).__name__}: {value}" if isinstance(
-                value, BaseException
-            ) else value
+            payload[key] = (
+                f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else value
+            )
         self.write(json.dumps(payload, default=str))
 
 
@@ -176,13 +175,12 @@ class RichProgress:
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             TaskProgressColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
             RowsPerSecondColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TimeElapsedColumn(),
             TextColumn("chunk {task.fields[chunk]} {task.fields[status]}"),
             console=console,
             transient=False,
@@ -215,7 +213,7 @@ class RichProgress:
             self.progress.update(
                 self.task,
                 advance=event.window_size,
-                chunk=f"{event.window_size:,} rows in {event.seconds:.2f}s",
+                chunk=f"{event.window_size:,} in {event.seconds:.2f}s",
                 status="",
             )
         elif isinstance(event, Retrying):

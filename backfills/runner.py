@@ -173,8 +173,11 @@ class Runner:
         self.run_row = run
         self._emit(RunStarted(run, resumed=resumed, took_over=took_over))
         logger.info(
-            "backfill %s run #%s %s on %r", run.name, run.pk,
-            "resumed" if resumed else "started", self.using,
+            "backfill %s run #%s %s on %r",
+            run.name,
+            run.pk,
+            "resumed" if resumed else "started",
+            self.using,
         )
         try:
             return self._loop(run)
@@ -210,7 +213,9 @@ class Runner:
         if active is not None:
             if self.options.restart:
                 self._runs().filter(pk=active.pk).update(
-                    state=State.CANCELLED, active_key=None, finished_at=timezone.now(),
+                    state=State.CANCELLED,
+                    active_key=None,
+                    finished_at=timezone.now(),
                     status_reason="superseded by --restart",
                 )
             else:
@@ -301,9 +306,11 @@ class Runner:
         if claimed != 1 or run.owner_token != self.token:
             if run.state in BackfillRun.FINAL:
                 raise RunNotResumable(f"Run #{run.pk} of {run.name} is already {run.state}.")
-            since = timezone.localtime(run.owned_since).isoformat(timespec="seconds") if (
-                run.owned_since
-            ) else "?"
+            since = (
+                timezone.localtime(run.owned_since).isoformat(timespec="seconds")
+                if (run.owned_since)
+                else "?"
+            )
             raise RunOwned(
                 f"Run #{run.pk} of {run.name} is owned by another process: host "
                 f"{run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
@@ -338,7 +345,9 @@ class Runner:
         try:
             self._update_owned(run, **fields)
         except DatabaseError:
-            logger.exception("could not record %s for run #%s; its lease will expire", state, run.pk)
+            logger.exception(
+                "could not record %s for run #%s; its lease will expire", state, run.pk
+            )
             return
         for key, value in fields.items():
             setattr(run, key, value)
@@ -403,9 +412,7 @@ class Runner:
         return None
 
     def _poll_control(self, run: BackfillRun) -> tuple[str, str] | None:
-        requested = (
-            self._runs().filter(pk=run.pk).values_list("requested_state", flat=True).first()
-        )
+        requested = self._runs().filter(pk=run.pk).values_list("requested_state", flat=True).first()
         if requested == State.PAUSED:
             return State.PAUSED, "paused on request (backfill pause)"
         if requested == State.CANCELLED:
@@ -457,7 +464,11 @@ class Runner:
                 ) * random.uniform(0.5, 1.0)
                 logger.warning(
                     "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
-                    run.name, window.lower, type(exc).__name__, attempt, delay,
+                    run.name,
+                    window.lower,
+                    type(exc).__name__,
+                    attempt,
+                    delay,
                 )
                 self._emit(Retrying(run, attempt, delay, exc))
                 self._interruptible_sleep(delay)
@@ -514,7 +525,9 @@ class Runner:
     def _sleep_between_chunks(self, run: BackfillRun) -> None:
         self._interruptible_sleep(run.sleep, heartbeat_run=run)
 
-    def _interruptible_sleep(self, seconds: float, heartbeat_run: BackfillRun | None = None) -> None:
+    def _interruptible_sleep(
+        self, seconds: float, heartbeat_run: BackfillRun | None = None
+    ) -> None:
         deadline = time.monotonic() + seconds
         beat_every = float(conf.get("LEASE_SECONDS")) / 3
         next_beat = time.monotonic() + beat_every
@@ -559,9 +572,7 @@ def run_backfill(
     """Run a backfill in this process until it completes or stops; see RunOptions for options."""
     from .registry import registry
 
-    backfill_cls = (
-        registry.get(name_or_class) if isinstance(name_or_class, str) else name_or_class
-    )
+    backfill_cls = registry.get(name_or_class) if isinstance(name_or_class, str) else name_or_class
     if backfill_cls.name is None:
         raise BackfillConfigurationError(f"{backfill_cls.__name__} is not registered.")
     return Runner(

@@ -7,9 +7,7 @@ from django.db import utils
 # PostgreSQL SQLSTATEs: serialization failure, deadlock, lock_timeout, statement_timeout
 # (query_canceled), admin shutdown (pg_terminate_backend), crash/cannot-connect-now, and
 # the whole connection-exception class 08.
-PG_TRANSIENT_SQLSTATES = frozenset(
-    {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"}
-)
+PG_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 # MySQL/MariaDB error numbers: lock wait timeout, deadlock, server gone away, lost connection,
 # can't connect, max_statement_time (MariaDB) / max_execution_time (MySQL) exceeded,
 # client disconnected by the server, server shutdown in progress.

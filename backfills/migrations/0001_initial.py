@@ -5,52 +5,72 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='BackfillRun',
+            name="BackfillRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(db_index=True, max_length=200)),
-                ('active_key', models.CharField(blank=True, max_length=200, null=True, unique=True)),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('paused', 'Paused'), ('failed', 'Failed'), ('completed', 'Completed'), ('cancelled', 'Cancelled')], default='pending', max_length=20)),
-                ('parameters', models.JSONField(blank=True, default=dict)),
-                ('cursor', models.TextField(blank=True, null=True)),
-                ('horizon', models.TextField(blank=True, null=True)),
-                ('rows_total', models.BigIntegerField(blank=True, null=True)),
-                ('rows_scanned', models.BigIntegerField(default=0)),
-                ('rows_processed', models.BigIntegerField(default=0)),
-                ('chunks_done', models.IntegerField(default=0)),
-                ('retries', models.IntegerField(default=0)),
-                ('batch_size', models.IntegerField(default=1000)),
-                ('sleep', models.FloatField(default=0.0)),
-                ('last_chunk_size', models.IntegerField(blank=True, null=True)),
-                ('last_chunk_seconds', models.FloatField(blank=True, null=True)),
-                ('time_running', models.FloatField(default=0.0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('owner_token', models.CharField(blank=True, max_length=64, null=True)),
-                ('owner_host', models.CharField(blank=True, default='', max_length=255)),
-                ('owner_pid', models.IntegerField(blank=True, null=True)),
-                ('owned_since', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('requested_state', models.CharField(blank=True, default='', max_length=20)),
-                ('status_reason', models.TextField(blank=True, default='')),
-                ('error_class', models.CharField(blank=True, default='', max_length=255)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('error_backtrace', models.TextField(blank=True, default='')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(db_index=True, max_length=200)),
+                (
+                    "active_key",
+                    models.CharField(blank=True, max_length=200, null=True, unique=True),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("failed", "Failed"),
+                            ("completed", "Completed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("parameters", models.JSONField(blank=True, default=dict)),
+                ("cursor", models.TextField(blank=True, null=True)),
+                ("horizon", models.TextField(blank=True, null=True)),
+                ("rows_total", models.BigIntegerField(blank=True, null=True)),
+                ("rows_scanned", models.BigIntegerField(default=0)),
+                ("rows_processed", models.BigIntegerField(default=0)),
+                ("chunks_done", models.IntegerField(default=0)),
+                ("retries", models.IntegerField(default=0)),
+                ("batch_size", models.IntegerField(default=1000)),
+                ("sleep", models.FloatField(default=0.0)),
+                ("last_chunk_size", models.IntegerField(blank=True, null=True)),
+                ("last_chunk_seconds", models.FloatField(blank=True, null=True)),
+                ("time_running", models.FloatField(default=0.0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("owner_token", models.CharField(blank=True, max_length=64, null=True)),
+                ("owner_host", models.CharField(blank=True, default="", max_length=255)),
+                ("owner_pid", models.IntegerField(blank=True, null=True)),
+                ("owned_since", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("requested_state", models.CharField(blank=True, default="", max_length=20)),
+                ("status_reason", models.TextField(blank=True, default="")),
+                ("error_class", models.CharField(blank=True, default="", max_length=255)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("error_backtrace", models.TextField(blank=True, default="")),
             ],
             options={
-                'verbose_name': 'backfill run',
-                'ordering': ['-id'],
-                'get_latest_by': 'id',
+                "verbose_name": "backfill run",
+                "ordering": ["-id"],
+                "get_latest_by": "id",
             },
         ),
     ]

@@ -253,22 +253,22 @@ class Command(BaseCommand):
         )
         display = self._display(options)
         runner.listeners.append(display)
-        with display if isinstance(display, RichProgress) else nullcontext(), self._signals(
-            runner
-        ):
+        with display if isinstance(display, RichProgress) else nullcontext(), self._signals(runner):
             try:
                 result = runner.run()
             except Abort as exc:
                 self.stderr.write(
-                    f"Aborted by a second signal: the open chunk was rolled back; the run is "
-                    f"paused at its last committed checkpoint."
+                    "Aborted by a second signal: the open chunk was rolled back; the run is "
+                    "paused at its last committed checkpoint."
                 )
                 raise SystemExit(SIGNAL_EXIT_BASE + exc.signum) from None
         if result.outcome is Outcome.ALREADY_COMPLETED:
             run = result.run
-            finished = timezone.localtime(run.finished_at).isoformat(timespec="seconds") if (
-                run.finished_at
-            ) else "?"
+            finished = (
+                timezone.localtime(run.finished_at).isoformat(timespec="seconds")
+                if (run.finished_at)
+                else "?"
+            )
             self.stdout.write(
                 f"{run.name} already completed (run #{run.pk}, finished {finished}). "
                 "Pass --restart to run it again from the first row."
@@ -354,7 +354,13 @@ class Command(BaseCommand):
             ("ETA / finished", "left"),
             ("last error", "left"),
         ):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+            table.add_column(
+                column,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                overflow="ellipsis",
+                max_width=40 if column == "last error" else None,
+            )
         for run in runs_list:
             table.add_row(*_status_cells(run))
         self.console.print(table)
@@ -368,6 +374,8 @@ class Command(BaseCommand):
                     f"#{run.pk} {run.name}: owned by {run.owner_host} pid {run.owner_pid}, "
                     f"heartbeat {_ago(run.heartbeat_at)}"
                 )
+            if run.error_class and run.state == State.FAILED:
+                self.stdout.write(f"#{run.pk} {run.name} failed: {run.last_error}")
             if run.error_backtrace and self.verbosity >= 2:
                 self.stdout.write(f"#{run.pk} {run.name} traceback:\n{run.error_backtrace}")
 

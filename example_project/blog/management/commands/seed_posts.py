@@ -14,20 +14,77 @@ from django.utils import timezone
 
 from blog.models import Post
 
-WORDS = (
-    "async cache django python query index chunk backfill migration deploy schema table row "
-    "column vacuum replica lag lock timeout cursor keyset offset signal worker queue batch "
-    "latency throughput memory profile bench release review feature bug fix refactor test "
-    "garden coffee travel winter summer mountain river city night morning music recipe "
-    "bread tomato lemon book story letter bridge harbor forest island journey market"
-).split()
+WORDS = [
+    "async",
+    "cache",
+    "django",
+    "python",
+    "query",
+    "index",
+    "chunk",
+    "backfill",
+    "migration",
+    "deploy",
+    "schema",
+    "table",
+    "row",
+    "column",
+    "vacuum",
+    "replica",
+    "lag",
+    "lock",
+    "timeout",
+    "cursor",
+    "keyset",
+    "offset",
+    "signal",
+    "worker",
+    "queue",
+    "batch",
+    "latency",
+    "throughput",
+    "memory",
+    "profile",
+    "bench",
+    "release",
+    "review",
+    "feature",
+    "bug",
+    "fix",
+    "refactor",
+    "test",
+    "garden",
+    "coffee",
+    "travel",
+    "winter",
+    "summer",
+    "mountain",
+    "river",
+    "city",
+    "night",
+    "morning",
+    "music",
+    "recipe",
+    "bread",
+    "tomato",
+    "lemon",
+    "book",
+    "story",
+    "letter",
+    "bridge",
+    "harbor",
+    "forest",
+    "island",
+    "journey",
+    "market",
+]
 # Titles that recur, as they do on any real blog: their slugs need -2, -3 ... suffixes.
 COMMON = [
     "Hello world",
     "Weekly update",
     "Release notes",
     "Café au lait: l'été à Paris",
-    "Ünïcödé & <Symbols> \"quoted\"",
+    'Ünïcödé & <Symbols> "quoted"',
     "!!!",
 ]
 BATCH = 5000

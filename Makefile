@@ -1,0 +1,48 @@
+# Every target here runs in CI (.ci/run), so none of them can rot unnoticed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= test,postgres
+DEMO_DB := $(CURDIR)/example_project/demo.sqlite3
+DEMO_ROWS ?= 200000
+PYTEST_ARGS ?=
+comma := ,
+INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: demo test test-postgres test-mysql lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall when the project's metadata or the requested extras change.
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(INSTALLED)
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	cd example_project && export DATABASE_URL=sqlite:///$(DEMO_DB) && \
+	  ../$(BIN)/python manage.py migrate --no-input -v 0 && \
+	  ../$(BIN)/python manage.py seed_posts --count $(DEMO_ROWS) && \
+	  ../$(BIN)/python manage.py backfill run blog.populate_post_slugs && \
+	  ../$(BIN)/python manage.py backfill status
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	DATABASE_URL= $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(INSTALLED)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-mysql:
+	$(MAKE) EXTRAS=test,mysql _test-mysql
+
+_test-mysql: $(INSTALLED)
+	DATABASE_URL=mysql://root@127.0.0.1:3306/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(DEMO_DB)*

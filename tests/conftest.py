@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from io import StringIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example_project"
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database, so child processes use the same data."""
+    settings = connection.settings_dict
+    engine = settings["ENGINE"].rsplit(".", 1)[-1]
+    if engine == "sqlite3":
+        return f"sqlite:///{settings['NAME']}"
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[engine]
+    user = quote(settings.get("USER") or "")
+    password = quote(settings.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings.get("HOST") or "127.0.0.1"
+    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    return f"{scheme}://{auth}{host}{port}/{settings['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE)]),
+        PYTHONUNBUFFERED="1",
+        COLUMNS="200",
+    )
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(extra)
+    return env
+
+
+def start_manage(args: list[str], project: str = "example", **popen: Any) -> subprocess.Popen[str]:
+    """Start `manage.py ARGS` as a real process on the test database."""
+    if project == "example":
+        cmd = [sys.executable, str(EXAMPLE / "manage.py"), *args]
+        env = child_env()
+    else:
+        cmd = [sys.executable, "-m", "django", *args]
+        env = child_env(DJANGO_SETTINGS_MODULE="tests.settings")
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def manage(args: list[str], project: str = "example", timeout: float = 120) -> tuple[int, str, str]:
+    process = start_manage(args, project)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def run_command() -> Callable[..., tuple[str, str]]:
+    """call_command('backfill', ...) returning (stdout, stderr)."""
+
+    def run(*args: str, **options: Any) -> tuple[str, str]:
+        out, err = StringIO(), StringIO()
+        call_command("backfill", *args, stdout=out, stderr=err, **options)
+        return out.getvalue(), err.getvalue()
+
+    return run

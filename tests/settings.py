@@ -1,0 +1,37 @@
+"""Settings for the test suite: SQLite by default, DATABASE_URL for PostgreSQL or MariaDB."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from example_project.db import database_from_env
+
+TMP = Path(os.environ.get("BACKFILLS_TEST_TMP", tempfile.gettempdir()))
+
+SECRET_KEY = "tests"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "backfills",
+    "blog",
+    "tests.testapp",
+]
+
+DATABASES = {"default": database_from_env(f"sqlite:///{TMP / 'backfills-tests.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not Django's in-memory test database, so that the `manage.py` processes the
+    # interruption tests start see the same data. The pid keeps parallel sessions apart.
+    DATABASES["default"]["TEST"] = {"NAME": str(TMP / f"backfills-test-{os.getpid()}.sqlite3")}
+
+BACKFILLS = {
+    # Keep retry back-off short so tests that inject transient errors stay fast.
+    "RETRY_BASE_DELAY": 0.05,
+    "RETRY_MAX_DELAY": 0.5,
+    "CONTROL_POLL_SECONDS": 0.1,
+}

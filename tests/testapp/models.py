@@ -1,0 +1,33 @@
+"""Tables with every kind of primary key the runner must walk."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class CounterFields(models.Model):
+    # `counter` counts how many times a backfill processed the row: exactly-once means 1.
+    counter = models.IntegerField(default=0)
+    needs_work = models.BooleanField(default=True)
+    note = models.CharField(max_length=50, blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+
+class Item(CounterFields):
+    id = models.AutoField(primary_key=True)
+
+
+class BigItem(CounterFields):
+    id = models.BigAutoField(primary_key=True)
+
+
+class UUIDItem(CounterFields):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+
+
+class CodeItem(CounterFields):
+    code = models.CharField(max_length=20, primary_key=True)
