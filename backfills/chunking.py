@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
-from django.db.models import Max
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,9 @@ def table_queryset(model: type[models.Model], using: str) -> models.QuerySet[Any
 
 def find_horizon(model: type[models.Model], using: str) -> Any:
     """The highest primary key in the table now (None for an empty table)."""
-    return table_queryset(model, using).aggregate(horizon=Max("pk"))["horizon"]
+    # ORDER BY pk DESC LIMIT 1 rather than MAX(pk): a backward index scan on every backend,
+    # and PostgreSQL has no max(uuid).
+    return table_queryset(model, using).order_by("-pk").values_list("pk", flat=True).first()
 
 
 def count_range(model: type[models.Model], using: str, lower: Any, upper: Any) -> int:

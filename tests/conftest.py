@@ -90,3 +90,10 @@ def run_command() -> Callable[..., tuple[str, str]]:
         return out.getvalue(), err.getvalue()
 
     return run
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return f"database: {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('HOST') or ''} {db['NAME']}"

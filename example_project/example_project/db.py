@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import environ
@@ -9,8 +10,9 @@ import environ
 
 def database_from_env(default_url: str) -> dict[str, Any]:
     """Parse DATABASE_URL, with settings that suit long-running chunked writers."""
-    env = environ.Env()
-    config: dict[str, Any] = env.db("DATABASE_URL", default=default_url)
+    # An empty DATABASE_URL counts as unset, so `DATABASE_URL= make test` means SQLite.
+    url = os.environ.get("DATABASE_URL") or default_url
+    config: dict[str, Any] = environ.Env.db_url_config(url)
     options = config.setdefault("OPTIONS", {})
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # BEGIN IMMEDIATE takes the write lock up front, so two writers queue on the busy
