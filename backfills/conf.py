@@ -17,6 +17,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RETRIES": 5,
     "RETRY_BASE_DELAY": 0.5,
     "RETRY_MAX_DELAY": 30.0,
+    # Per-chunk limits, so a chunk never makes the application wait long behind it:
+    # PostgreSQL `SET LOCAL lock_timeout/statement_timeout`; MySQL/MariaDB session
+    # `innodb_lock_wait_timeout` (whole seconds, at least 1) and `max_statement_time` /
+    # `max_execution_time`. On SQLite, lock waits are bounded by the connection's `timeout`.
+    # Hitting either is a transient error: the chunk is retried. None disables a limit.
+    "LOCK_TIMEOUT": 0.5,
+    "STATEMENT_TIMEOUT": 5.0,
     # Seconds between plain progress lines when stdout is not a terminal.
     "PROGRESS_INTERVAL": 5.0,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import random
 import socket
@@ -50,6 +51,7 @@ from .exceptions import (
     RunOwned,
 )
 from .models import BackfillRun
+from .signals import signal_listener
 from .transient import is_transient
 
 logger = logging.getLogger("backfills")
@@ -141,7 +143,7 @@ class Runner:
         self.backfill_cls = backfill_cls
         self.using = using
         self.options = options or RunOptions()
-        self.listeners = list(listeners)
+        self.listeners = [signal_listener(backfill_cls), *listeners]
         self.backfill = backfill_cls(using=using)
         self.model = backfill_cls.get_model()
         self.pk_field = backfill_cls.get_pk_field()
@@ -387,14 +389,13 @@ class Runner:
                 next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
             if stop is not None:
                 return self._stop(run, *stop)
-            started = time.perf_counter()
             size = run.batch_size
             if self.options.limit is not None:
                 size = max(1, min(size, self.options.limit - rows_here))
-            window = next_window(self.model, self.using, cursor, horizon, size)
-            if window is None:
+            done = self._run_chunk_with_retries(run, cursor, horizon, size)
+            if done is None:
                 return self._complete(run)
-            processed, seconds = self._run_chunk_with_retries(run, window, started)
+            window, processed, seconds = done
             cursor = window.upper
             chunks_here += 1
             rows_here += window.size
@@ -448,12 +449,18 @@ class Runner:
         return RunResult(run, Outcome.COMPLETED)
 
     def _run_chunk_with_retries(
-        self, run: BackfillRun, window: Window, started: float
-    ) -> tuple[int, float]:
+        self, run: BackfillRun, cursor: Any, horizon: Any, size: int
+    ) -> tuple[Window, int, float] | None:
+        """Find the next window and commit it; None when the walk has reached the horizon."""
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
-                return self._run_chunk(run, window, started)
+                # Inside the retry loop: a dropped connection can surface on this query too.
+                window = next_window(self.model, self.using, cursor, horizon, size)
+                if window is None:
+                    return None
+                return (window, *self._run_chunk(run, window, started))
             except Exception as exc:
                 attempt += 1
                 if not is_transient(exc) or attempt > int(conf.get("MAX_RETRIES")):
@@ -465,7 +472,7 @@ class Runner:
                 logger.warning(
                     "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
                     run.name,
-                    window.lower,
+                    cursor,
                     type(exc).__name__,
                     attempt,
                     delay,
@@ -474,10 +481,10 @@ class Runner:
                 self._interruptible_sleep(delay)
                 self._reconnect_if_needed()
                 self._count_retry(run)
-                started = time.perf_counter()
 
     def _run_chunk(self, run: BackfillRun, window: Window, started: float) -> tuple[int, float]:
         with transaction.atomic(using=self.using):
+            apply_chunk_timeouts(connections[self.using])
             queryset = window.filter(self.backfill.get_queryset().using(self.using))
             processed = self.backfill.process_window(queryset.order_by("pk"))
             seconds = time.perf_counter() - started
@@ -554,6 +561,36 @@ class Runner:
             return None
         target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
         return target.to_python(text)
+
+
+def apply_chunk_timeouts(connection: Any) -> None:
+    """Bound how long the open chunk may wait for locks or run one statement."""
+    lock = conf.get("LOCK_TIMEOUT")
+    statement = conf.get("STATEMENT_TIMEOUT")
+    if connection.vendor == "postgresql":
+        # SET LOCAL: scoped to the chunk's transaction, gone at commit or rollback.
+        with connection.cursor() as cursor:
+            if lock is not None:
+                cursor.execute(f"SET LOCAL lock_timeout = {int(float(lock) * 1000)}")
+            if statement is not None:
+                cursor.execute(f"SET LOCAL statement_timeout = {int(float(statement) * 1000)}")
+    elif connection.vendor == "mysql":
+        # Session variables: set once per physical connection (a reconnect starts afresh).
+        raw = connection.connection
+        if getattr(raw, "_backfills_timeouts", None) == (lock, statement):
+            return
+        parts = []
+        if lock is not None:
+            parts.append(f"innodb_lock_wait_timeout = {max(1, math.ceil(float(lock)))}")
+        if statement is not None:
+            if connection.mysql_is_mariadb:
+                parts.append(f"max_statement_time = {float(statement):.3f}")
+            else:
+                parts.append(f"max_execution_time = {int(float(statement) * 1000)}")
+        if parts:
+            with connection.cursor() as cursor:
+                cursor.execute("SET SESSION " + ", ".join(parts))
+        raw._backfills_timeouts = (lock, statement)
 
 
 def _ago(moment: Any) -> str:

@@ -24,6 +24,9 @@ def is_transient(exc: BaseException) -> bool:
     sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     if sqlstate:
         return sqlstate in PG_TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+    if type(cause).__module__.startswith("psycopg") and isinstance(exc, utils.OperationalError):
+        # No SQLSTATE: the failure is the connection itself (server closed it, reset, ...).
+        return True
     args = getattr(cause, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in MYSQL_TRANSIENT_CODES

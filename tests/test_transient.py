@@ -1,0 +1,158 @@
+"""Transient errors are retried on a real database; hooks fire as Django signals."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from backfills import Outcome, run_backfill
+from backfills import signals as backfill_signals
+from backfills.events import ChunkCommitted, Event, Retrying
+from backfills.models import BackfillRun
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class LockHolder:
+    """A second connection holding a lock that the backfill's next chunk needs."""
+
+    def __init__(self, row_pk: int) -> None:
+        self.other = connections.create_connection("default")
+        self.other.ensure_connection()
+        self.row_pk = row_pk
+        self.held = False
+
+    def hold(self) -> None:
+        cursor = self.other.cursor()
+        if self.other.vendor == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")  # the database-wide write lock
+        else:
+            self.other.set_autocommit(False)
+            table = self.other.ops.quote_name(Item._meta.db_table)
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [self.row_pk])
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            if self.other.vendor == "sqlite":
+                self.other.cursor().execute("ROLLBACK")
+            else:
+                self.other.rollback()
+                self.other.set_autocommit(True)
+            self.held = False
+
+    def close(self) -> None:
+        self.release()
+        self.other.close()
+
+
+def test_chunk_blocked_by_a_lock_fails_fast_is_retried_and_completes() -> None:
+    Item.objects.bulk_create([Item() for _ in range(40)])
+    pks = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    if connection.vendor == "sqlite":
+        # SQLite's lock wait is the connection's busy timeout (20 s in settings): shorten it.
+        connection.ensure_connection()
+        connection.cursor().execute("PRAGMA busy_timeout = 300")
+    holder = LockHolder(pks[15])  # inside the second window of 10
+    waits: list[float] = []
+    chunk_started = [time.monotonic()]
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ChunkCommitted):
+            chunk_started[0] = time.monotonic()
+            if event.run.chunks_done == 1:
+                holder.hold()
+        elif isinstance(event, Retrying):
+            waits.append(time.monotonic() - chunk_started[0])
+            holder.release()  # the lock goes away; the retry must then succeed
+
+    try:
+        result = run_backfill("testapp.count_items", listeners=[on_event])
+    finally:
+        holder.close()
+
+    assert result.outcome is Outcome.COMPLETED
+    assert len(waits) == 1
+    # Failed on the lock timeout (0.5 s; MariaDB's minimum is 1 s), not after many seconds.
+    assert waits[0] < 3
+    assert BackfillRun.objects.get().retries == 1
+    assert set(Item.objects.values_list("counter", flat=True)) == {1}
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_terminated_backend_reconnects_and_completes() -> None:
+    Item.objects.bulk_create([Item() for _ in range(50)])
+    killed: list[int] = []
+
+    def terminate_after_second_chunk(event: Event) -> None:
+        if isinstance(event, ChunkCommitted) and event.run.chunks_done == 2 and not killed:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                killed.append(cursor.fetchone()[0])
+            other = connections.create_connection("default")
+            try:
+                with other.cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(%s)", killed)
+            finally:
+                other.close()
+
+    result = run_backfill("testapp.count_items", listeners=[terminate_after_second_chunk])
+
+    assert killed and result.outcome is Outcome.COMPLETED
+    assert BackfillRun.objects.get().retries >= 1
+    assert set(Item.objects.values_list("counter", flat=True)) == {1}
+
+
+# On SQLite a held lock blocks every write, the failure record included (the run then waits
+# for its lease to expire); with row locks the failure is recorded at once.
+@pytest.mark.skipif("connection.vendor == 'sqlite'")
+def test_retries_give_up_after_the_configured_attempts(settings: Any) -> None:
+    settings.BACKFILLS = {**settings.BACKFILLS, "MAX_RETRIES": 2, "RETRY_BASE_DELAY": 0.01}
+    Item.objects.bulk_create([Item() for _ in range(20)])
+    pks = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    holder = LockHolder(pks[5])
+    holder.hold()
+    try:
+        with pytest.raises(Exception, match="failed in chunk 1"):
+            run_backfill("testapp.count_items")
+    finally:
+        holder.close()
+    run = BackfillRun.objects.get()
+    assert run.state == "failed" and run.retries == 2 and run.chunks_done == 0
+    assert set(Item.objects.values_list("counter", flat=True)) == {0}
+
+
+def test_lifecycle_signals_are_sent() -> None:
+    Item.objects.bulk_create([Item() for _ in range(25)])
+    seen: list[tuple[str, int]] = []
+
+    def receiver(signal: Any, sender: Any, run: BackfillRun, **kwargs: Any) -> None:
+        seen.append((signal_names[signal], run.chunks_done))
+
+    signal_names = {
+        backfill_signals.run_started: "started",
+        backfill_signals.chunk_committed: "chunk",
+        backfill_signals.run_paused: "paused",
+        backfill_signals.run_completed: "completed",
+    }
+    for signal in signal_names:
+        signal.connect(receiver)
+    try:
+        run_backfill("testapp.count_items", max_chunks=1)
+        run_backfill("testapp.count_items")
+    finally:
+        for signal in signal_names:
+            signal.disconnect(receiver)
+    assert seen == [
+        ("started", 0),
+        ("chunk", 1),
+        ("paused", 1),
+        ("started", 1),
+        ("chunk", 2),
+        ("chunk", 3),
+        ("completed", 3),
+    ]
