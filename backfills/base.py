@@ -37,6 +37,10 @@ class Backfill:
     batch_size: ClassVar[int | None] = None
     #: Seconds to pause between chunks, giving the database room to breathe.
     sleep: ClassVar[float] = 0.0
+    #: When True, a chunk that raises is split in halves (savepoints) until the failing rows
+    #: are isolated; those are recorded as QuarantinedRow and the rest of the chunk commits.
+    #: ``backfill errors NAME`` lists them, ``backfill retry-failed NAME`` reprocesses them.
+    quarantine: ClassVar[bool] = False
 
     def __init__(self, *, using: str = DEFAULT_DB_ALIAS) -> None:
         self.using = using

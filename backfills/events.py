@@ -35,6 +35,8 @@ class ChunkCommitted(Event):
     window_size: int
     processed: int
     seconds: float
+    #: Rows of this chunk set aside by quarantine.
+    failed: int = 0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class BackfillRun(models.Model):
     rows_total = models.BigIntegerField(null=True, blank=True)
     rows_scanned = models.BigIntegerField(default=0)
     rows_processed = models.BigIntegerField(default=0)
+    # Rows set aside by quarantine (Backfill.quarantine = True); see QuarantinedRow.
+    rows_failed = models.BigIntegerField(default=0)
     chunks_done = models.IntegerField(default=0)
     retries = models.IntegerField(default=0)
     batch_size = models.IntegerField(default=1000)
@@ -142,6 +144,7 @@ class BackfillRun(models.Model):
             "percent": None if self.percent is None else round(self.percent, 2),
             "rows_scanned": self.rows_scanned,
             "rows_processed": self.rows_processed,
+            "rows_failed": self.rows_failed,
             "rows_total": self.rows_total,
             "chunks": self.chunks_done,
             "retries": self.retries,
@@ -172,3 +175,37 @@ class BackfillRun(models.Model):
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+class QuarantinedRow(models.Model):
+    """A row a quarantining backfill could not process: its key and the error, for retry."""
+
+    run = models.ForeignKey(BackfillRun, on_delete=models.CASCADE, related_name="quarantined")
+    name = models.CharField(max_length=200, db_index=True)
+    row_pk = models.TextField()
+    error_class = models.CharField(max_length=255)
+    error_message = models.TextField(blank=True, default="")
+    error_backtrace = models.TextField(blank=True, default="")
+    attempts = models.IntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} pk={self.row_pk}: {self.error_class}"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "run": self.run_id,
+            "name": self.name,
+            "pk": self.row_pk,
+            "error": {"class": self.error_class, "message": self.error_message},
+            "attempts": self.attempts,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "resolved_at": _iso(self.resolved_at),
+        }

@@ -8,6 +8,7 @@ that lost its lease cannot commit a chunk another owner will also do.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ from .exceptions import (
     RunNotResumable,
     RunOwned,
 )
-from .models import BackfillRun
+from .models import BackfillRun, QuarantinedRow
 from .signals import signal_listener
 from .transient import is_transient
 
@@ -105,7 +106,7 @@ def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
             f"Database {using!r} has no migrations table; run `manage.py migrate` first."
         )
     applied = recorder.applied_migrations()
-    if ("backfills", "0001_initial") not in applied:
+    if not set(_own_migrations()) <= set(applied):
         raise MigrationNotApplied(
             f"The backfills tables are not installed on database {using!r}; "
             f"run `manage.py migrate backfills --database {using}`."
@@ -116,6 +117,15 @@ def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
             f"Backfill {backfill_cls.name} requires migration(s) {', '.join(missing)}, not "
             f"applied on database {using!r}. Run `manage.py migrate` first."
         )
+
+
+@functools.cache
+def _own_migrations() -> tuple[tuple[str, str], ...]:
+    """Every migration this app ships, read from disk once."""
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    return tuple(key for key in loader.disk_migrations if key[0] == "backfills")
 
 
 def pid_alive(pid: int) -> bool:
@@ -395,11 +405,11 @@ class Runner:
             done = self._run_chunk_with_retries(run, cursor, horizon, size)
             if done is None:
                 return self._complete(run)
-            window, processed, seconds = done
+            window, processed, failed, seconds = done
             cursor = window.upper
             chunks_here += 1
             rows_here += window.size
-            self._emit(ChunkCommitted(run, window.size, processed, seconds))
+            self._emit(ChunkCommitted(run, window.size, processed, seconds, failed))
             if run.sleep > 0 and self._stop_requested(chunks_here, rows_here) is None:
                 self._sleep_between_chunks(run)
 
@@ -450,7 +460,7 @@ class Runner:
 
     def _run_chunk_with_retries(
         self, run: BackfillRun, cursor: Any, horizon: Any, size: int
-    ) -> tuple[Window, int, float] | None:
+    ) -> tuple[Window, int, int, float] | None:
         """Find the next window and commit it; None when the walk has reached the horizon."""
         attempt = 0
         while True:
@@ -482,11 +492,17 @@ class Runner:
                 self._reconnect_if_needed()
                 self._count_retry(run)
 
-    def _run_chunk(self, run: BackfillRun, window: Window, started: float) -> tuple[int, float]:
+    def _run_chunk(
+        self, run: BackfillRun, window: Window, started: float
+    ) -> tuple[int, int, float]:
         with transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using])
             queryset = window.filter(self.backfill.get_queryset().using(self.using))
-            processed = self.backfill.process_window(queryset.order_by("pk"))
+            queryset = queryset.order_by("pk")
+            if self.backfill_cls.quarantine:
+                processed, failed = self._process_isolating(run, queryset)
+            else:
+                processed, failed = self.backfill.process_window(queryset), 0
             seconds = time.perf_counter() - started
             now = timezone.now()
             updated = self._update_owned(
@@ -494,6 +510,7 @@ class Runner:
                 cursor=self._dump_pk(window.upper),
                 rows_scanned=F("rows_scanned") + window.size,
                 rows_processed=F("rows_processed") + processed,
+                rows_failed=F("rows_failed") + failed,
                 chunks_done=F("chunks_done") + 1,
                 last_chunk_size=window.size,
                 last_chunk_seconds=seconds,
@@ -510,12 +527,44 @@ class Runner:
         run.cursor = self._dump_pk(window.upper)
         run.rows_scanned += window.size
         run.rows_processed += processed
+        run.rows_failed += failed
         run.chunks_done += 1
         run.last_chunk_size = window.size
         run.last_chunk_seconds = seconds
         run.time_running += seconds
         run.heartbeat_at = run.updated_at = now
-        return processed, seconds
+        return processed, failed, seconds
+
+    def _process_isolating(self, run: BackfillRun, queryset: Any) -> tuple[int, int]:
+        """Process the chunk; if it raises, bisect it to quarantine exactly the failing rows.
+
+        Each attempt runs in a savepoint, so a failed half rolls back alone and the rows that
+        succeed commit with the checkpoint, together with the records of the failing ones.
+        Transient errors are not quarantined: they abort the chunk, which is retried whole.
+        """
+        try:
+            with transaction.atomic(using=self.using):
+                return self.backfill.process_window(queryset), 0
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+        pks = list(queryset.values_list("pk", flat=True))
+        return self._bisect(run, queryset, pks)
+
+    def _bisect(self, run: BackfillRun, queryset: Any, pks: list[Any]) -> tuple[int, int]:
+        try:
+            with transaction.atomic(using=self.using):
+                return self.backfill.process_window(queryset.filter(pk__in=pks)), 0
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(pks) == 1:
+                quarantine_row(run, self.using, pks[0], exc)
+                return 0, 1
+        middle = len(pks) // 2
+        left = self._bisect(run, queryset, pks[:middle])
+        right = self._bisect(run, queryset, pks[middle:])
+        return left[0] + right[0], left[1] + right[1]
 
     def _count_retry(self, run: BackfillRun) -> None:
         try:
@@ -561,6 +610,61 @@ class Runner:
             return None
         target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
         return target.to_python(text)
+
+
+def quarantine_row(run: BackfillRun, using: str, pk: Any, exc: BaseException) -> None:
+    """Record (or update) the failure of one row; called inside the chunk's transaction."""
+    now = timezone.now()
+    fields = {
+        "error_class": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "error_message": str(exc),
+        "error_backtrace": "".join(traceback.format_exception(exc)),
+        "updated_at": now,
+    }
+    rows = QuarantinedRow.objects.using(using)
+    existing = rows.filter(name=run.name, row_pk=str(pk), resolved_at__isnull=True)
+    if not existing.update(attempts=F("attempts") + 1, **fields):
+        rows.create(run=run, name=run.name, row_pk=str(pk), created_at=now, **fields)
+    logger.warning("backfill %s quarantined pk=%s: %s", run.name, pk, fields["error_class"])
+
+
+def retry_quarantined(
+    backfill_cls: type[Backfill], using: str = "default"
+) -> tuple[list[QuarantinedRow], list[QuarantinedRow]]:
+    """Process each unresolved quarantined row again, one transaction per row.
+
+    Returns (resolved, still_failing). A row that no longer matches ``get_queryset()`` is
+    resolved: nothing is left to do for it.
+    """
+    check_requirements(backfill_cls, using)
+    backfill = backfill_cls(using=using)
+    pk_field = backfill_cls.get_pk_field()
+    target = pk_field.target_field if pk_field.is_relation else pk_field
+    resolved: list[QuarantinedRow] = []
+    failing: list[QuarantinedRow] = []
+    pending = QuarantinedRow.objects.using(using).filter(
+        name=backfill_cls.name, resolved_at__isnull=True
+    )
+    for row in pending:
+        queryset = backfill.get_queryset().using(using).filter(pk=target.to_python(row.row_pk))
+        try:
+            with transaction.atomic(using=using):
+                apply_chunk_timeouts(connections[using])
+                backfill.process_window(queryset)
+                row.resolved_at = row.updated_at = timezone.now()
+                row.save(using=using, update_fields=["resolved_at", "updated_at"])
+            resolved.append(row)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            row.error_class = f"{type(exc).__module__}.{type(exc).__qualname__}"
+            row.error_message = str(exc)
+            row.error_backtrace = "".join(traceback.format_exception(exc))
+            row.attempts += 1
+            row.updated_at = timezone.now()
+            row.save(using=using)
+            failing.append(row)
+    return resolved, failing
 
 
 def apply_chunk_timeouts(connection: Any) -> None:

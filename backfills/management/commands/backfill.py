@@ -20,7 +20,7 @@ from backfills import conf
 from backfills.base import Backfill
 from backfills.events import Listener
 from backfills.exceptions import Abort, BackfillError
-from backfills.models import BackfillRun
+from backfills.models import BackfillRun, QuarantinedRow
 from backfills.progress import (
     JsonProgress,
     PlainProgress,
@@ -29,7 +29,14 @@ from backfills.progress import (
     format_rate,
 )
 from backfills.registry import registry
-from backfills.runner import Outcome, Runner, RunOptions, check_requirements, pid_alive
+from backfills.runner import (
+    Outcome,
+    Runner,
+    RunOptions,
+    check_requirements,
+    pid_alive,
+    retry_quarantined,
+)
 
 State = BackfillRun.State
 
@@ -97,6 +104,22 @@ class Command(BaseCommand):
             "--all", action="store_true", help="Every run, not only the latest per backfill."
         )
         self._common(status)
+
+        errors = subparsers.add_parser(
+            "errors", help="Rows a quarantining backfill set aside, with their errors."
+        )
+        errors.add_argument("name")
+        errors.add_argument("--json", action="store_true", help="Machine-readable output.")
+        errors.add_argument(
+            "--all", action="store_true", help="Include rows already resolved by retry-failed."
+        )
+        self._common(errors)
+
+        retry = subparsers.add_parser(
+            "retry-failed", help="Process the quarantined rows again (after fixing the cause)."
+        )
+        retry.add_argument("name")
+        self._common(retry)
 
         for action, text in (
             ("pause", "Ask the running process to stop at its next chunk boundary."),
@@ -175,7 +198,7 @@ class Command(BaseCommand):
             highlight=False,
             width=None if is_tty or options.get("force_color") else 140,
         )
-        handler = getattr(self, "handle_" + options["subcommand"])
+        handler = getattr(self, "handle_" + options["subcommand"].replace("-", "_"))
         try:
             handler(**options)
         except BackfillError as exc:
@@ -378,6 +401,53 @@ class Command(BaseCommand):
                 self.stdout.write(f"#{run.pk} {run.name} failed: {run.last_error}")
             if run.error_backtrace and self.verbosity >= 2:
                 self.stdout.write(f"#{run.pk} {run.name} traceback:\n{run.error_backtrace}")
+
+    # -- quarantine -----------------------------------------------------------------------
+
+    def handle_errors(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        rows = QuarantinedRow.objects.using(self.database).filter(name=backfill_cls.name)
+        if not options["all"]:
+            rows = rows.filter(resolved_at__isnull=True)
+        if options["json"]:
+            self.stdout.write(json.dumps([row.summary() for row in rows], indent=2))
+            return
+        if not rows:
+            self.stdout.write(f"No quarantined rows for {backfill_cls.name}.")
+            return
+        table = Table(title=f"Quarantined rows of {backfill_cls.name}", title_justify="left")
+        for column in ("pk", "run", "error", "attempts", "since", "resolved"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            first = (row.error_message.strip().splitlines() or [""])[0]
+            table.add_row(
+                row.row_pk,
+                f"#{row.run_id}",
+                f"{row.error_class}: {first}",
+                str(row.attempts),
+                timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                timezone.localtime(row.resolved_at).strftime("%Y-%m-%d %H:%M:%S")
+                if row.resolved_at
+                else "-",
+            )
+        self.console.print(table)
+
+    def handle_retry_failed(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        resolved, failing = retry_quarantined(backfill_cls, self.database)
+        if not resolved and not failing:
+            self.stdout.write(f"No quarantined rows for {backfill_cls.name}.")
+            return
+        self.stdout.write(
+            f"{backfill_cls.name}: {len(resolved)} quarantined row(s) processed, "
+            f"{len(failing)} still failing."
+        )
+        for row in failing:
+            self.stdout.write(f"  pk={row.row_pk}: {row.error_class}: {row.error_message}")
+        if failing:
+            raise CommandError(
+                f"{len(failing)} row(s) still fail; see `backfill errors {backfill_cls.name}`."
+            )
 
     # -- pause / cancel -------------------------------------------------------------------
 
