@@ -196,7 +196,7 @@ class Command(BaseCommand):
             force_terminal=True if options.get("force_color") else None,
             no_color=bool(options.get("no_color")),
             highlight=False,
-            width=None if is_tty or options.get("force_color") else 140,
+            width=None if is_tty or options.get("force_color") else 160,
         )
         handler = getattr(self, "handle_" + options["subcommand"].replace("-", "_"))
         try:
@@ -365,7 +365,7 @@ class Command(BaseCommand):
             self.stdout.write("No runs recorded" + (f" for {', '.join(names)}." if names else "."))
             return
         table = Table(title="Backfill runs", title_justify="left")
-        for column, justify in (
+        columns = [
             ("name", "left"),
             ("run", "right"),
             ("state", "left"),
@@ -375,17 +375,20 @@ class Command(BaseCommand):
             ("rate", "right"),
             ("elapsed", "right"),
             ("ETA / finished", "left"),
-            ("last error", "left"),
-        ):
+        ]
+        with_errors = any(run.error_class for run in runs_list)
+        if with_errors:
+            columns.append(("last error", "left"))
+        for column, justify in columns:
             table.add_column(
                 column,
                 justify=justify,  # type: ignore[arg-type]
-                no_wrap=True,
+                no_wrap=column != "last error",
                 overflow="ellipsis",
-                max_width=40 if column == "last error" else None,
+                max_width=36 if column == "last error" else None,
             )
         for run in runs_list:
-            table.add_row(*_status_cells(run))
+            table.add_row(*_status_cells(run)[: len(columns)])
         self.console.print(table)
         for run in runs_list:
             if run.status_reason and run.state in (State.PAUSED, State.CANCELLED):
