@@ -33,8 +33,11 @@ class Backfill:
     description: ClassVar[str | None] = None
     #: Migrations that must be applied before the backfill may run: ``[("blog", "0002_x")]``.
     requires: ClassVar[Sequence[tuple[str, str]]] = ()
-    #: Rows per chunk unless ``--batch-size`` says otherwise (None: the BATCH_SIZE setting).
+    #: A fixed number of rows per chunk. None (the default) sizes chunks adaptively toward
+    #: ``target_chunk_time``; ``--batch-size`` overrides either.
     batch_size: ClassVar[int | None] = None
+    #: Seconds a chunk should take when sized adaptively (None: the TARGET_CHUNK_TIME setting).
+    target_chunk_time: ClassVar[float | None] = None
     #: Seconds to pause between chunks, giving the database room to breathe.
     sleep: ClassVar[float] = 0.0
     #: When True, a chunk that raises is split in halves (savepoints) until the failing rows
@@ -121,6 +124,11 @@ class Backfill:
         if rows:
             self.process_chunk(rows)
         return len(rows)
+
+    def get_health_checks(self) -> list[Any]:
+        """Extra health checks for this backfill: callables taking the backfill and returning
+        a ``backfills.throttle.Health`` (or None/True when healthy, a reason string if not)."""
+        return []
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -7,8 +7,26 @@ from typing import Any
 from django.conf import settings
 
 DEFAULTS: dict[str, Any] = {
-    # Rows per chunk when neither the backfill nor the command line says otherwise.
-    "BATCH_SIZE": 1000,
+    # Chunk sizing. A fixed size (--batch-size, Backfill.batch_size or BATCH_SIZE) turns
+    # adaptation off; otherwise chunks start at INITIAL_BATCH_SIZE rows and follow
+    # TARGET_CHUNK_TIME seconds, growing by at most BATCH_GROWTH per chunk, within bounds.
+    "BATCH_SIZE": None,
+    "INITIAL_BATCH_SIZE": 100,
+    "MIN_BATCH_SIZE": 10,
+    "MAX_BATCH_SIZE": 20_000,
+    "BATCH_GROWTH": 1.2,
+    "TARGET_CHUNK_TIME": 0.5,
+    # Health throttling between chunks (None turns a check off); see backfills.throttle.
+    "MAX_CPU_PERCENT": None,
+    "CRITICAL_CPU_PERCENT": None,
+    "MAX_MEMORY_PERCENT": 95.0,
+    "MAX_REPLICA_LAG": 1.0,
+    "CRITICAL_REPLICA_LAG": None,
+    "REPLICA_DATABASES": [],
+    "PAUSE_FILE": None,
+    "HEALTH_CHECKS": [],
+    # Longest wait between two health checks while throttled (the wait doubles up to it).
+    "THROTTLE_MAX_WAIT": 5.0,
     # A run whose heartbeat is older than this is considered abandoned and may be taken over.
     "LEASE_SECONDS": 30.0,
     # How often a running process looks for pause/cancel requests made from other hosts.
@@ -24,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     # Hitting either is a transient error: the chunk is retried. None disables a limit.
     "LOCK_TIMEOUT": 0.5,
     "STATEMENT_TIMEOUT": 5.0,
+    # Above this many rows (by table statistics) the total is estimated, not counted.
+    "ESTIMATE_ABOVE": 1_000_000,
     # Seconds between plain progress lines when stdout is not a terminal.
     "PROGRESS_INTERVAL": 5.0,
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import BackfillRun
@@ -46,6 +46,30 @@ class Retrying(Event):
     attempt: int
     delay: float
     error: BaseException
+    #: Rows the retried chunk will span (halved after repeated timeouts).
+    next_size: int = 0
+
+
+@dataclass(frozen=True)
+class Throttled(Event):
+    """A health check said "not now"; the runner waits ``wait`` seconds before asking again."""
+
+    reason: str
+    wait: float
+
+
+@dataclass(frozen=True)
+class ThrottleCleared(Event):
+    """Every health check is happy again after ``waited`` seconds."""
+
+    waited: float
+
+
+@dataclass(frozen=True)
+class SettingsChanged(Event):
+    """``backfill set`` changed the run's settings; ``changes`` maps field to new value."""
+
+    changes: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,8 @@ class RunPaused(Event):
     """The run stopped at a chunk boundary and can be resumed."""
 
     reason: str
+    #: True when a critical health threshold stopped it.
+    critical: bool = False
 
 
 @dataclass(frozen=True)

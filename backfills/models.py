@@ -44,18 +44,28 @@ class BackfillRun(models.Model):
     horizon = models.TextField(null=True, blank=True)
 
     rows_total = models.BigIntegerField(null=True, blank=True)
+    # False when rows_total comes from table statistics rather than a COUNT.
+    rows_total_exact = models.BooleanField(default=True)
     rows_scanned = models.BigIntegerField(default=0)
     rows_processed = models.BigIntegerField(default=0)
     # Rows set aside by quarantine (Backfill.quarantine = True); see QuarantinedRow.
     rows_failed = models.BigIntegerField(default=0)
     chunks_done = models.IntegerField(default=0)
     retries = models.IntegerField(default=0)
-    batch_size = models.IntegerField(default=1000)
+    # Settings of the run, changeable while it runs (`backfill set`): a fixed chunk size (None:
+    # adaptive toward target_chunk_time), the sleep between chunks. settings_version goes up
+    # with every change so the owner notices it at its next chunk boundary.
+    batch_size = models.IntegerField(null=True, blank=True)
+    target_chunk_time = models.FloatField(null=True, blank=True)
     sleep = models.FloatField(default=0.0)
+    settings_version = models.IntegerField(default=0)
     last_chunk_size = models.IntegerField(null=True, blank=True)
     last_chunk_seconds = models.FloatField(null=True, blank=True)
     # Seconds spent working on chunks (sleeps and throttling excluded): the basis of the rate.
     time_running = models.FloatField(default=0.0)
+    # Seconds spent waiting on health checks, and why the run waits now ("" when it does not).
+    time_throttled = models.FloatField(default=0.0)
+    throttle_reason = models.TextField(blank=True, default="")
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -115,7 +125,8 @@ class BackfillRun(models.Model):
         if rate is None or self.rows_total is None or self.is_final:
             return None
         remaining = max(0, self.rows_total - self.rows_scanned)
-        chunks_left = remaining / self.batch_size if self.batch_size else 0
+        size = self.batch_size or self.last_chunk_size
+        chunks_left = remaining / size if size else 0
         return remaining / rate + chunks_left * self.sleep
 
     @property
@@ -146,9 +157,17 @@ class BackfillRun(models.Model):
             "rows_processed": self.rows_processed,
             "rows_failed": self.rows_failed,
             "rows_total": self.rows_total,
+            "rows_total_exact": self.rows_total_exact,
             "chunks": self.chunks_done,
             "retries": self.retries,
             "batch_size": self.batch_size,
+            "target_chunk_time": self.target_chunk_time,
+            "sleep": self.sleep,
+            "last_chunk_size": self.last_chunk_size,
+            "last_chunk_seconds": self.last_chunk_seconds,
+            "time_running": round(self.time_running, 3),
+            "time_throttled": round(self.time_throttled, 3),
+            "throttled": self.throttle_reason or None,
             "rate": None if self.rate is None else round(self.rate, 1),
             "elapsed_seconds": None if elapsed is None else round(elapsed.total_seconds(), 3),
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),

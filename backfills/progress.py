@@ -16,7 +16,6 @@ from rich.progress import (
     TaskID,
     TaskProgressColumn,
     TextColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -29,6 +28,9 @@ from .events import (
     RunFailed,
     RunPaused,
     RunStarted,
+    SettingsChanged,
+    ThrottleCleared,
+    Throttled,
 )
 from .models import BackfillRun
 
@@ -52,26 +54,46 @@ def format_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:,.0f} rows/s"
 
 
+def format_total(run: BackfillRun) -> str:
+    """``200,000``, or ``~2,000,000`` when the total comes from table statistics."""
+    if run.rows_total is None:
+        return "?"
+    return f"{'' if run.rows_total_exact else '~'}{run.rows_total:,}"
+
+
+def sizing(run: BackfillRun) -> str:
+    if run.batch_size:
+        return f"fixed chunks of {run.batch_size:,} rows"
+    return f"chunks sized to {run.target_chunk_time or 0:g}s"
+
+
 def start_message(event: RunStarted) -> str:
     run = event.run
-    total = "?" if run.rows_total is None else f"{run.rows_total:,}"
+    total = format_total(run)
     if event.resumed:
         how = "Taking over" if event.took_over else "Resuming"
         return (
             f"{how} run #{run.pk} of {run.name} from its checkpoint: {run.rows_scanned:,} of "
-            f"{total} rows already done (cursor pk {run.cursor}), {run.chunks_done} chunks."
+            f"{total} rows already done (cursor pk {run.cursor}), {run.chunks_done} chunks; "
+            f"{sizing(run)}."
         )
     horizon = "" if run.horizon is None else f" up to pk {run.horizon}"
-    return f"Started run #{run.pk} of {run.name}: {total} rows{horizon}."
+    return f"Started run #{run.pk} of {run.name}: {total} rows{horizon}; {sizing(run)}."
 
 
 def end_message(event: Event) -> str | None:
     run = event.run
     done = f"{run.rows_scanned:,} rows walked, {run.rows_processed:,} processed"
     if isinstance(event, RunCompleted):
+        throttled = (
+            f", {format_duration(run.time_throttled)} throttled" if run.time_throttled else ""
+        )
+        retries = f", {run.retries} retries" if run.retries else ""
+        failed = f", {run.rows_failed:,} quarantined" if run.rows_failed else ""
         return (
             f"Completed run #{run.pk} of {run.name}: {done} in {run.chunks_done} chunks, "
-            f"{format_duration(run.time_running)} working ({format_rate(run.rate)})."
+            f"{format_duration(run.time_running)} working ({format_rate(run.rate)})"
+            f"{throttled}{retries}{failed}."
         )
     if isinstance(event, RunPaused):
         return (
@@ -90,7 +112,7 @@ def end_message(event: Event) -> str | None:
 
 def progress_line(run: BackfillRun) -> str:
     """One plain status line, without control characters."""
-    total = "?" if run.rows_total is None else f"{run.rows_total:,}"
+    total = format_total(run)
     percent = "" if run.percent is None else f" ({run.percent:.1f}%)"
     last = (
         ""
@@ -111,6 +133,7 @@ class PlainProgress:
         self.write = write
         self.interval = interval
         self._next = 0.0
+        self._throttled = ""
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -123,6 +146,15 @@ class PlainProgress:
                 self._next = now + self.interval
         elif isinstance(event, Retrying):
             self.write(retry_message(event))
+        elif isinstance(event, Throttled):
+            if event.reason != self._throttled:
+                self._throttled = event.reason
+                self.write(f"{event.run.name}: throttled: {event.reason}")
+        elif isinstance(event, ThrottleCleared):
+            self._throttled = ""
+            self.write(f"{event.run.name}: unthrottled after {format_duration(event.waited)}")
+        elif isinstance(event, SettingsChanged):
+            self.write(settings_message(event))
         else:
             message = end_message(event)
             if message:
@@ -131,11 +163,18 @@ class PlainProgress:
                 self.write(message)
 
 
+def settings_message(event: SettingsChanged) -> str:
+    changes = ", ".join(
+        f"{key}={'adaptive' if value is None else value}" for key, value in event.changes.items()
+    )
+    return f"{event.run.name}: settings changed by `backfill set`: {changes}"
+
+
 def retry_message(event: Retrying) -> str:
     return (
         f"{event.run.name}: transient {type(event.error).__name__} "
         f"({str(event.error).strip().splitlines()[0] if str(event.error).strip() else ''}); "
-        f"retry {event.attempt} in {event.delay:.2f}s"
+        f"retry {event.attempt} in {event.delay:.2f}s with {event.next_size:,} rows"
     )
 
 
@@ -160,12 +199,21 @@ class JsonProgress:
         self.write(json.dumps(payload, default=str))
 
 
-class RowsPerSecondColumn(ProgressColumn):
-    """Rows per second, from rich's own moving estimate."""
+class RunFigureColumn(ProgressColumn):
+    """Rate or ETA from the run's own figures: working time only, so time spent throttled,
+    paused or sleeping does not skew them (rich's own estimate counts wall time)."""
+
+    def __init__(self, figure: str) -> None:
+        super().__init__()
+        self.figure = figure
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-" if speed is None else f"{speed:,.0f} rows/s", style="progress.data.speed")
+        run: BackfillRun | None = task.fields.get("run")
+        if run is None:
+            return Text("-")
+        if self.figure == "rate":
+            return Text(format_rate(run.rate), style="progress.data.speed")
+        return Text(f"ETA {format_duration(run.eta_seconds)}", style="progress.remaining")
 
 
 class RichProgress:
@@ -177,10 +225,9 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=24),
             TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
-            RowsPerSecondColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("{task.completed:,.0f}/{task.fields[total_text]} rows"),
+            RunFigureColumn("rate"),
+            RunFigureColumn("eta"),
             TextColumn("chunk {task.fields[chunk]} {task.fields[status]}"),
             console=console,
             transient=False,
@@ -202,8 +249,10 @@ class RichProgress:
                 run.name,
                 total=run.rows_total or None,
                 completed=run.rows_scanned,
+                total_text=format_total(run),
                 chunk="-",
                 status="",
+                run=run,
             )
             self.progress.start()
             return
@@ -221,6 +270,12 @@ class RichProgress:
                 self.task,
                 status=f"[yellow]retry {event.attempt}: {type(event.error).__name__}[/]",
             )
+        elif isinstance(event, Throttled):
+            self.progress.update(self.task, status=f"[yellow]throttled: {event.reason}[/]")
+        elif isinstance(event, ThrottleCleared):
+            self.progress.update(self.task, status="")
+        elif isinstance(event, SettingsChanged):
+            self.progress.console.print(settings_message(event), markup=False)
         else:
             message = end_message(event)
             if message:

@@ -41,6 +41,9 @@ from .events import (
     RunFailed,
     RunPaused,
     RunStarted,
+    SettingsChanged,
+    ThrottleCleared,
+    Throttled,
 )
 from .exceptions import (
     Abort,
@@ -53,7 +56,9 @@ from .exceptions import (
 )
 from .models import BackfillRun, QuarantinedRow
 from .signals import signal_listener
-from .transient import is_transient
+from .sizing import ChunkSizer
+from .throttle import default_checks, evaluate
+from .transient import is_timeout, is_transient
 
 logger = logging.getLogger("backfills")
 
@@ -73,8 +78,15 @@ class Outcome(enum.Enum):
 class RunOptions:
     """Knobs for one invocation of a run; ``None`` means "the backfill's or the setting's"."""
 
+    #: A fixed chunk size (turns adaptive sizing off).
     batch_size: int | None = None
+    #: Seconds each chunk should take (adaptive sizing).
+    target_chunk_time: float | None = None
     sleep: float | None = None
+    #: Throttle while this file exists.
+    pause_file: str | None = None
+    #: Count the rows to walk exactly even when table statistics would do.
+    exact_count: bool = False
     #: Stop (paused, resumable) after this many chunks in this invocation.
     max_chunks: int | None = None
     #: Stop (paused, resumable) after walking this many rows in this invocation.
@@ -94,6 +106,8 @@ class RunResult:
     outcome: Outcome
     reason: str = ""
     signum: int | None = None
+    #: True when a critical health threshold paused the run.
+    critical: bool = False
 
 
 def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
@@ -161,8 +175,14 @@ class Runner:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.run_row: BackfillRun | None = None
+        self.sizer = ChunkSizer(size=int(conf.get("INITIAL_BATCH_SIZE")))
+        self.health_checks = [
+            *default_checks(self.options.pause_file),
+            *self.backfill.get_health_checks(),
+        ]
         self._stop_reason: str | None = None
         self._stop_signum: int | None = None
+        self._settings_version = 0
 
     # -- public ---------------------------------------------------------------------------
 
@@ -242,14 +262,17 @@ class Runner:
                     "pass --restart to start a new run from the beginning."
                 )
         horizon = find_horizon(self.model, self.using)
+        total, exact = estimate_total(self.model, self.using, horizon, self.options.exact_count)
         run = BackfillRun(
             name=name,
             active_key=name,
             state=State.PENDING,
             parameters=self.options.parameters,
             horizon=None if horizon is None else self._dump_pk(horizon),
-            rows_total=count_range(self.model, self.using, None, horizon),
+            rows_total=total,
+            rows_total_exact=exact,
             batch_size=self._batch_size(),
+            target_chunk_time=self._target_chunk_time(),
             sleep=self._sleep(),
         )
         try:
@@ -263,10 +286,20 @@ class Runner:
             return existing, False
         return run, True
 
-    def _batch_size(self) -> int:
-        return int(
-            self.options.batch_size or self.backfill_cls.batch_size or conf.get("BATCH_SIZE")
+    def _batch_size(self) -> int | None:
+        """The fixed chunk size asked for, or None for adaptive sizing."""
+        if self.options.target_chunk_time is not None and self.options.batch_size is None:
+            return None
+        fixed = self.options.batch_size or self.backfill_cls.batch_size or conf.get("BATCH_SIZE")
+        return None if fixed is None else int(fixed)
+
+    def _target_chunk_time(self) -> float:
+        target = (
+            self.options.target_chunk_time
+            or self.backfill_cls.target_chunk_time
+            or conf.get("TARGET_CHUNK_TIME")
         )
+        return float(target)
 
     def _sleep(self) -> float:
         if self.options.sleep is not None:
@@ -290,7 +323,11 @@ class Runner:
             # The owner is known dead (same host, no such pid) or the user says so: take over
             # the lease we saw, still conditionally, so a concurrent claimer cannot also win.
             free |= Q(owner_token=run.owner_token)
-        batch_size = self._batch_size() if self.options.batch_size else run.batch_size
+        # Options given now win; otherwise the run keeps the settings it was created with
+        # (or that `backfill set` gave it).
+        given_size = self.options.batch_size is not None or self.options.target_chunk_time
+        batch_size = self._batch_size() if given_size else run.batch_size
+        target = self._target_chunk_time() if given_size else run.target_chunk_time
         sleep = self._sleep() if self.options.sleep is not None else run.sleep
         claimed = (
             self._runs()
@@ -311,7 +348,9 @@ class Runner:
                 error_message="",
                 error_backtrace="",
                 batch_size=batch_size,
+                target_chunk_time=target,
                 sleep=sleep,
+                throttle_reason="",
             )
         )
         run.refresh_from_db(using=self.using)
@@ -330,7 +369,21 @@ class Runner:
                 f"heartbeat is older than {conf.get('LEASE_SECONDS'):g}s; pass --force if you "
                 "know that process is dead."
             )
+        self._settings_version = run.settings_version
+        self._configure_sizer(run, resumed_size=run.last_chunk_size)
         return took_over
+
+    def _configure_sizer(self, run: BackfillRun, resumed_size: int | None = None) -> None:
+        adaptive = run.batch_size is None
+        self.sizer = ChunkSizer(
+            size=run.batch_size or resumed_size or int(conf.get("INITIAL_BATCH_SIZE")),
+            target=(run.target_chunk_time or float(conf.get("TARGET_CHUNK_TIME")))
+            if adaptive
+            else None,
+            min_size=int(conf.get("MIN_BATCH_SIZE")),
+            max_size=int(conf.get("MAX_BATCH_SIZE")),
+            growth=float(conf.get("BATCH_GROWTH")),
+        )
 
     def _update_owned(self, run: BackfillRun, **fields: Any) -> int:
         return self._runs().filter(pk=run.pk, owner_token=self.token).update(**fields)
@@ -397,21 +450,62 @@ class Runner:
             if stop is None and time.monotonic() >= next_poll:
                 stop = self._poll_control(run)
                 next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
+            if stop is None and self.health_checks:
+                stop = self._wait_until_healthy(run)
             if stop is not None:
                 return self._stop(run, *stop)
-            size = run.batch_size
-            if self.options.limit is not None:
-                size = max(1, min(size, self.options.limit - rows_here))
-            done = self._run_chunk_with_retries(run, cursor, horizon, size)
+            limit = None if self.options.limit is None else self.options.limit - rows_here
+            done = self._run_chunk_with_retries(run, cursor, horizon, limit)
             if done is None:
                 return self._complete(run)
             window, processed, failed, seconds = done
             cursor = window.upper
             chunks_here += 1
             rows_here += window.size
+            self.sizer.observe(window.size, seconds)
             self._emit(ChunkCommitted(run, window.size, processed, seconds, failed))
             if run.sleep > 0 and self._stop_requested(chunks_here, rows_here) is None:
                 self._sleep_between_chunks(run)
+
+    def _wait_until_healthy(self, run: BackfillRun) -> tuple[str, str] | None:
+        """Ask the health checks; while any says "not now", wait (heartbeat, control polls)."""
+        verdict = evaluate(self.health_checks, self.backfill)
+        if verdict.ok:
+            return None
+        started = time.monotonic()
+        wait = 0.25
+        reason = ""
+        try:
+            while not verdict.ok:
+                if verdict.critical:
+                    return State.PAUSED, f"critical: {verdict.reason}"
+                if verdict.reason != reason:
+                    reason = verdict.reason
+                    self._update_owned(run, throttle_reason=reason, heartbeat_at=timezone.now())
+                    run.throttle_reason = reason
+                    logger.info("backfill %s throttled: %s", run.name, reason)
+                self._emit(Throttled(run, reason, wait))
+                self._interruptible_sleep(wait, heartbeat_run=run)
+                if self._stop_reason is not None:
+                    return State.PAUSED, self._stop_reason
+                stop = self._poll_control(run)
+                if stop is not None:
+                    return stop
+                wait = min(wait * 2, float(conf.get("THROTTLE_MAX_WAIT")))
+                verdict = evaluate(self.health_checks, self.backfill)
+            return None
+        finally:
+            waited = time.monotonic() - started
+            run.time_throttled += waited
+            run.throttle_reason = ""
+            self._update_owned(
+                run,
+                time_throttled=F("time_throttled") + waited,
+                throttle_reason="",
+                heartbeat_at=timezone.now(),
+            )
+            if verdict.ok:
+                self._emit(ThrottleCleared(run, waited))
 
     def _stop_requested(self, chunks_here: int, rows_here: int) -> tuple[str, str] | None:
         if self._stop_reason is not None:
@@ -423,7 +517,31 @@ class Runner:
         return None
 
     def _poll_control(self, run: BackfillRun) -> tuple[str, str] | None:
-        requested = self._runs().filter(pk=run.pk).values_list("requested_state", flat=True).first()
+        """Pick up pause/cancel requests and `backfill set` changes made from any host."""
+        row = (
+            self._runs()
+            .filter(pk=run.pk)
+            .values(
+                "requested_state", "settings_version", "batch_size", "target_chunk_time", "sleep"
+            )
+            .first()
+        )
+        if row is None:
+            raise LeaseLost(f"Run #{run.pk} of {run.name} was deleted.")
+        if row["settings_version"] != self._settings_version:
+            self._settings_version = row["settings_version"]
+            changes = {
+                key: row[key]
+                for key in ("batch_size", "target_chunk_time", "sleep")
+                if getattr(run, key) != row[key]
+            }
+            for key, value in changes.items():
+                setattr(run, key, value)
+            run.settings_version = row["settings_version"]
+            self._configure_sizer(run, resumed_size=self.sizer.size)
+            logger.info("backfill %s settings changed: %s", run.name, changes)
+            self._emit(SettingsChanged(run, changes))
+        requested = row["requested_state"]
         if requested == State.PAUSED:
             return State.PAUSED, "paused on request (backfill pause)"
         if requested == State.CANCELLED:
@@ -436,13 +554,17 @@ class Runner:
         if state == State.CANCELLED:
             self._emit(RunCancelled(run, reason))
             return RunResult(run, Outcome.CANCELLED, reason)
-        self._emit(RunPaused(run, reason))
-        return RunResult(run, Outcome.PAUSED, reason, self._stop_signum)
+        critical = reason.startswith("critical: ")
+        self._emit(RunPaused(run, reason, critical=critical))
+        return RunResult(run, Outcome.PAUSED, reason, self._stop_signum, critical=critical)
 
     def _complete(self, run: BackfillRun) -> RunResult:
         now = timezone.now()
         fields: dict[str, Any] = {
             "state": State.COMPLETED,
+            # The walk is over: the total is now known exactly.
+            "rows_total": run.rows_scanned,
+            "rows_total_exact": True,
             "active_key": None,
             "finished_at": now,
             "updated_at": now,
@@ -459,12 +581,14 @@ class Runner:
         return RunResult(run, Outcome.COMPLETED)
 
     def _run_chunk_with_retries(
-        self, run: BackfillRun, cursor: Any, horizon: Any, size: int
+        self, run: BackfillRun, cursor: Any, horizon: Any, limit: int | None
     ) -> tuple[Window, int, int, float] | None:
         """Find the next window and commit it; None when the walk has reached the horizon."""
         attempt = 0
+        timeouts = 0
         while True:
             started = time.perf_counter()
+            size = self.sizer.size if limit is None else max(1, min(self.sizer.size, limit))
             try:
                 # Inside the retry loop: a dropped connection can surface on this query too.
                 window = next_window(self.model, self.using, cursor, horizon, size)
@@ -475,6 +599,11 @@ class Runner:
                 attempt += 1
                 if not is_transient(exc) or attempt > int(conf.get("MAX_RETRIES")):
                     raise
+                if is_timeout(exc):
+                    timeouts += 1
+                    if timeouts >= 2:
+                        # The same window keeps timing out: try half of it next time.
+                        self.sizer.halve()
                 delay = min(
                     float(conf.get("RETRY_MAX_DELAY")),
                     float(conf.get("RETRY_BASE_DELAY")) * 2 ** (attempt - 1),
@@ -487,7 +616,7 @@ class Runner:
                     attempt,
                     delay,
                 )
-                self._emit(Retrying(run, attempt, delay, exc))
+                self._emit(Retrying(run, attempt, delay, exc, next_size=self.sizer.size))
                 self._interruptible_sleep(delay)
                 self._reconnect_if_needed()
                 self._count_retry(run)
@@ -610,6 +739,46 @@ class Runner:
             return None
         target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
         return target.to_python(text)
+
+
+def estimate_total(
+    model: type[Any], using: str, horizon: Any, exact: bool = False
+) -> tuple[int, bool]:
+    """Rows up to *horizon*: a COUNT when cheap or asked for, table statistics otherwise.
+
+    Statistics (PostgreSQL ``pg_class.reltuples``, MySQL/MariaDB ``information_schema``) are
+    used above ESTIMATE_ABOVE rows, where an exact COUNT would scan the whole table.
+    """
+    if horizon is None:
+        return 0, True
+    if not exact:
+        estimate = table_estimate(model, using)
+        if estimate is not None and estimate > int(conf.get("ESTIMATE_ABOVE")):
+            return estimate, False
+    return count_range(model, using, None, horizon), True
+
+
+def table_estimate(model: type[Any], using: str) -> int | None:
+    """The planner's row estimate for the model's table, or None where there is none."""
+    connection = connections[using]
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                [connection.ops.quote_name(table)],
+            )
+        elif connection.vendor == "mysql":
+            cursor.execute(
+                "SELECT table_rows FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = %s",
+                [table],
+            )
+        else:
+            return None
+        row = cursor.fetchone()
+    # reltuples is -1 for a table never analyzed.
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
 
 def quarantine_row(run: BackfillRun, using: str, pk: Any, exc: BaseException) -> None:

@@ -36,3 +36,17 @@ def is_transient(exc: BaseException) -> bool:
         return True
     # A connection Django already knows to be closed (e.g. closed after a previous failure).
     return isinstance(exc, utils.InterfaceError) and "closed" in message
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True for lock-wait and statement timeouts: a smaller chunk may get through."""
+    if not isinstance(exc, utils.Error):
+        return False
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if sqlstate:
+        return sqlstate in {"55P03", "57014"}
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in {1205, 1969, 3024}
+    return "database is locked" in str(cause).lower()

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models import F
 from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
@@ -43,6 +44,8 @@ State = BackfillRun.State
 #: Exit status when a run stopped on SIGINT/SIGTERM: 128 + the signal number (130, 143),
 #: as shells report a process ended by that signal.
 SIGNAL_EXIT_BASE = 128
+#: Exit status when a critical health threshold paused the run (sysexits' EX_TEMPFAIL).
+CRITICAL_EXIT = 75
 
 
 def positive_int(text: str) -> int:
@@ -52,6 +55,13 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
     return value
 
 
@@ -121,6 +131,19 @@ class Command(BaseCommand):
         retry.add_argument("name")
         self._common(retry)
 
+        set_parser = subparsers.add_parser(
+            "set", help="Change a run's chunk size, target time or sleep, even while it runs."
+        )
+        set_parser.add_argument("name")
+        size = set_parser.add_mutually_exclusive_group()
+        size.add_argument("--batch-size", type=positive_int, help="A fixed chunk size.")
+        size.add_argument(
+            "--adaptive", action="store_true", help="Size chunks toward the target time again."
+        )
+        set_parser.add_argument("--target-chunk-time", type=positive_float)
+        set_parser.add_argument("--sleep", type=non_negative_float)
+        self._common(set_parser)
+
         for action, text in (
             ("pause", "Ask the running process to stop at its next chunk boundary."),
             ("cancel", "Stop the run for good; a new run needs `run --restart`."),
@@ -153,7 +176,22 @@ class Command(BaseCommand):
 
     def _run_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "--batch-size", type=positive_int, help="Rows per chunk (primary key window)."
+            "--batch-size",
+            type=positive_int,
+            help="A fixed number of rows per chunk (turns adaptive sizing off).",
+        )
+        parser.add_argument(
+            "--target-chunk-time",
+            type=positive_float,
+            help="Seconds a chunk should take; chunk sizes adapt toward it (default 0.5).",
+        )
+        parser.add_argument(
+            "--pause-file", help="Throttle (wait) while this file exists, like pt-osc."
+        )
+        parser.add_argument(
+            "--exact-count",
+            action="store_true",
+            help="COUNT the rows to walk even on large tables (default: statistics there).",
         )
         parser.add_argument(
             "--sleep", type=non_negative_float, help="Seconds to wait between chunks."
@@ -267,6 +305,9 @@ class Command(BaseCommand):
             using=self.database,
             options=RunOptions(
                 batch_size=options.get("batch_size"),
+                target_chunk_time=options.get("target_chunk_time"),
+                pause_file=options.get("pause_file"),
+                exact_count=options.get("exact_count", False),
                 sleep=options.get("sleep"),
                 max_chunks=options.get("max_chunks"),
                 limit=options.get("limit"),
@@ -298,6 +339,9 @@ class Command(BaseCommand):
             )
         elif result.signum is not None:
             raise SystemExit(SIGNAL_EXIT_BASE + result.signum)
+        elif result.critical:
+            self.stderr.write(f"Paused on a critical health threshold: {result.reason}")
+            raise SystemExit(CRITICAL_EXIT)
 
     def _display(self, options: dict[str, Any]) -> Listener:
         mode = options.get("progress", "auto")
@@ -393,6 +437,8 @@ class Command(BaseCommand):
         for run in runs_list:
             if run.status_reason and run.state in (State.PAUSED, State.CANCELLED):
                 self.stdout.write(f"#{run.pk} {run.name}: {run.status_reason}")
+            if run.throttle_reason and run.state == State.RUNNING:
+                self.stdout.write(f"#{run.pk} {run.name}: throttled: {run.throttle_reason}")
             if run.requested_state:
                 self.stdout.write(f"#{run.pk} {run.name}: {run.requested_state} requested")
             if run.state == State.RUNNING and run.owner_token:
@@ -451,6 +497,40 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(failing)} row(s) still fail; see `backfill errors {backfill_cls.name}`."
             )
+
+    # -- set ------------------------------------------------------------------------------
+
+    def handle_set(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        run = self._active_run(backfill_cls.name or "")
+        if run is None:
+            raise CommandError(f"{backfill_cls.name} has no unfinished run to change.")
+        changes: dict[str, Any] = {}
+        if options.get("batch_size"):
+            changes["batch_size"] = options["batch_size"]
+        if options.get("adaptive"):
+            changes["batch_size"] = None
+        if options.get("target_chunk_time") is not None:
+            changes["target_chunk_time"] = options["target_chunk_time"]
+            changes.setdefault("batch_size", None)
+        if options.get("sleep") is not None:
+            changes["sleep"] = options["sleep"]
+        if not changes:
+            raise CommandError(
+                "Nothing to change: give --batch-size, --adaptive, --target-chunk-time or --sleep."
+            )
+        BackfillRun.objects.using(self.database).filter(pk=run.pk, active_key=run.name).update(
+            settings_version=F("settings_version") + 1, updated_at=timezone.now(), **changes
+        )
+        described = ", ".join(
+            f"{key}={'adaptive' if value is None else value}" for key, value in changes.items()
+        )
+        where = (
+            "the running process applies it at its next chunk boundary"
+            if run.owner_token and self._owner_alive(run)
+            else "used when the run resumes"
+        )
+        self.stdout.write(f"Run #{run.pk} of {run.name}: {described} ({where}).")
 
     # -- pause / cancel -------------------------------------------------------------------
 
@@ -541,7 +621,11 @@ def _ago(moment: Any) -> str:
 
 def _status_cells(run: BackfillRun) -> list[str]:
     percent = "-" if run.percent is None else f"{run.percent:.1f}%"
-    total = "?" if run.rows_total is None else f"{run.rows_total:,}"
+    total = (
+        "?"
+        if run.rows_total is None
+        else f"{'' if run.rows_total_exact else '~'}{run.rows_total:,}"
+    )
     elapsed = run.elapsed
     if run.finished_at:
         when = timezone.localtime(run.finished_at).strftime("%Y-%m-%d %H:%M:%S")

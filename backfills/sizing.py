@@ -1,0 +1,63 @@
+"""Chunk sizes that follow a target duration (pt-online-schema-change's --chunk-time idea).
+
+The sizer keeps an exponentially smoothed rows-per-second estimate and aims the next chunk at
+``rate * target``. It grows by at most ``growth`` per step (GitLab's batched migrations use 20%),
+shrinks at once when a chunk ran long, and stays within ``[min_size, max_size]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChunkSizer:
+    """Next chunk size from observed (rows, seconds) pairs; fixed when ``target`` is None."""
+
+    size: int
+    target: float | None = 0.5
+    min_size: int = 10
+    max_size: int = 20_000
+    growth: float = 1.2
+    #: Weight of the newest observation in the smoothed rate.
+    alpha: float = 0.3
+    #: A chunk longer than target * this factor shrinks the next one immediately.
+    overrun: float = 1.5
+    rate: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.size = self._clamp(self.size)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target is not None and self.target > 0
+
+    def observe(self, rows: int, seconds: float) -> int:
+        """Record a committed chunk and return the size of the next one."""
+        if not self.adaptive or rows <= 0:
+            return self.size
+        assert self.target is not None
+        seconds = max(seconds, 1e-4)
+        rate = rows / seconds
+        self.rate = rate if self.rate is None else self.alpha * rate + (1 - self.alpha) * self.rate
+        ideal = self.rate * self.target
+        if seconds > self.target * self.overrun:
+            # Too slow: jump straight to what this very chunk says fits the target.
+            new = min(ideal, rate * self.target)
+        else:
+            new = min(ideal, self.size * self.growth)
+            new = max(new, self.size / self.growth) if seconds <= self.target else new
+        self.size = self._clamp(int(new))
+        return self.size
+
+    def halve(self) -> int:
+        """After repeated timeouts: try half as many rows (below min_size if need be)."""
+        self.size = max(1, self.size // 2)
+        return self.size
+
+    def reset(self, size: int) -> None:
+        self.size = self._clamp(size)
+        self.rate = None
+
+    def _clamp(self, size: int) -> int:
+        return max(self.min_size, min(self.max_size, size)) if self.adaptive else max(1, size)

@@ -1,0 +1,191 @@
+"""Health checks asked between chunks: while any says "not now", the runner waits.
+
+A check is any callable taking the Backfill instance and returning a ``Health`` (or None / True
+for healthy, False or a string for "throttle, with this reason"). Built in: host CPU and memory
+(psutil), replica lag on PostgreSQL and MariaDB/MySQL, and a pause file. Projects add their own
+with ``BACKFILLS["HEALTH_CHECKS"] = ["myproject.health.queue_depth", ...]`` or by overriding
+``Backfill.get_health_checks()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from django.db import DatabaseError, connections
+from django.utils.module_loading import import_string
+
+from . import conf
+
+if TYPE_CHECKING:
+    from .base import Backfill
+
+
+@dataclass(frozen=True)
+class Health:
+    """A check's verdict. ``critical`` pauses the run instead of waiting."""
+
+    ok: bool
+    reason: str = ""
+    critical: bool = False
+
+    @classmethod
+    def coerce(cls, value: Any, name: str) -> Health:
+        if isinstance(value, Health):
+            return value
+        if value is None or value is True:
+            return HEALTHY
+        if value is False:
+            return cls(False, f"{name} says not now")
+        return cls(False, str(value))
+
+
+HEALTHY = Health(True)
+HealthCheck = Callable[["Backfill"], Any]
+
+
+class HostLoad:
+    """CPU and memory use of this host (where the runner runs: often the app or DB host)."""
+
+    def __init__(
+        self,
+        max_cpu: float | None = None,
+        max_memory: float | None = None,
+        critical_cpu: float | None = None,
+    ) -> None:
+        self.max_cpu = max_cpu
+        self.max_memory = max_memory
+        self.critical_cpu = critical_cpu
+        psutil.cpu_percent(interval=None)  # prime: the first reading is meaningless
+
+    def __call__(self, backfill: Backfill) -> Health:
+        cpu = psutil.cpu_percent(interval=None)
+        if self.critical_cpu is not None and cpu >= self.critical_cpu:
+            return Health(False, f"host CPU {cpu:.0f}% >= critical {self.critical_cpu:g}%", True)
+        if self.max_cpu is not None and cpu >= self.max_cpu:
+            return Health(False, f"host CPU {cpu:.0f}% >= {self.max_cpu:g}%")
+        if self.max_memory is not None:
+            memory = psutil.virtual_memory().percent
+            if memory >= self.max_memory:
+                return Health(False, f"host memory {memory:.0f}% >= {self.max_memory:g}%")
+        return HEALTHY
+
+
+class ReplicaLag:
+    """Replication lag: on a PostgreSQL primary, the worst ``pg_stat_replication.replay_lag``;
+    on any alias listed in ``replicas``, that server's own replay delay (PostgreSQL) or
+    ``Seconds_Behind_Master`` (MariaDB/MySQL)."""
+
+    def __init__(
+        self, max_lag: float, critical_lag: float | None = None, replicas: Iterable[str] = ()
+    ) -> None:
+        self.max_lag = max_lag
+        self.critical_lag = critical_lag
+        self.replicas = list(replicas)
+
+    def __call__(self, backfill: Backfill) -> Health:
+        lags: list[tuple[str, float]] = []
+        primary = connections[backfill.using]
+        if primary.vendor == "postgresql":
+            lag = _fetch_float(
+                primary,
+                "SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication",
+            )
+            if lag is not None:
+                lags.append((f"replicas of {backfill.using!r}", lag))
+        for alias in self.replicas:
+            lag = replica_delay(alias)
+            if lag is None:
+                return Health(False, f"replica {alias!r} reports no replication (stopped?)")
+            lags.append((f"replica {alias!r}", lag))
+        if not lags:
+            return HEALTHY
+        where, worst = max(lags, key=lambda item: item[1])
+        if self.critical_lag is not None and worst >= self.critical_lag:
+            return Health(
+                False, f"{where} lag {worst:.1f}s >= critical {self.critical_lag:g}s", True
+            )
+        if worst >= self.max_lag:
+            return Health(False, f"{where} lag {worst:.1f}s >= {self.max_lag:g}s")
+        return HEALTHY
+
+
+def replica_delay(alias: str) -> float | None:
+    """Seconds the replica behind *alias* lags its primary (None: not replicating)."""
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        return _fetch_float(
+            connection,
+            "SELECT CASE WHEN pg_is_in_recovery() THEN COALESCE(extract(epoch FROM "
+            "now() - pg_last_xact_replay_timestamp()), 0) END",
+        )
+    if connection.vendor == "mysql":
+        for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(statement)
+                    row = cursor.fetchone()
+                    names = [column[0] for column in cursor.description or ()]
+            except DatabaseError:
+                continue
+            if not row:
+                return None
+            value = dict(zip(names, row, strict=False)).get("Seconds_Behind_Master")
+            return None if value is None else float(value)
+    return None
+
+
+def _fetch_float(connection: Any, sql: str) -> float | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+class PauseFile:
+    """Throttle while a file exists (like pt-online-schema-change's --pause-file)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, backfill: Backfill) -> Health:
+        if os.path.exists(self.path):
+            return Health(False, f"pause file {self.path} exists")
+        return HEALTHY
+
+
+def default_checks(pause_file: str | None = None) -> list[HealthCheck]:
+    """The checks the settings ask for, plus the dotted-path ones in HEALTH_CHECKS."""
+    checks: list[HealthCheck] = []
+    max_cpu = conf.get("MAX_CPU_PERCENT")
+    max_memory = conf.get("MAX_MEMORY_PERCENT")
+    critical_cpu = conf.get("CRITICAL_CPU_PERCENT")
+    if max_cpu is not None or max_memory is not None or critical_cpu is not None:
+        checks.append(HostLoad(max_cpu, max_memory, critical_cpu))
+    max_lag = conf.get("MAX_REPLICA_LAG")
+    if max_lag is not None:
+        checks.append(
+            ReplicaLag(max_lag, conf.get("CRITICAL_REPLICA_LAG"), conf.get("REPLICA_DATABASES"))
+        )
+    pause_file = pause_file or conf.get("PAUSE_FILE")
+    if pause_file:
+        checks.append(PauseFile(pause_file))
+    for path in conf.get("HEALTH_CHECKS"):
+        check = import_string(path) if isinstance(path, str) else path
+        checks.append(check)
+    return checks
+
+
+def evaluate(checks: Iterable[HealthCheck], backfill: Backfill) -> Health:
+    """The first unhealthy verdict (critical ones first), or HEALTHY."""
+    verdicts = []
+    for check in checks:
+        name = getattr(check, "__name__", type(check).__name__)
+        verdict = Health.coerce(check(backfill), name)
+        if verdict.critical:
+            return verdict
+        verdicts.append(verdict)
+    return next((v for v in verdicts if not v.ok), HEALTHY)

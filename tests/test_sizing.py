@@ -1,0 +1,38 @@
+"""ChunkSizer arithmetic (pure; the database-backed convergence test is in test_online.py)."""
+
+from __future__ import annotations
+
+from backfills.sizing import ChunkSizer
+
+
+def simulate(sizer: ChunkSizer, seconds_per_row: float, steps: int) -> list[int]:
+    sizes = []
+    for _ in range(steps):
+        sizes.append(sizer.size)
+        sizer.observe(sizer.size, sizer.size * seconds_per_row)
+    return sizes
+
+
+def test_grows_from_a_small_start_by_at_most_the_growth_factor_and_settles() -> None:
+    sizer = ChunkSizer(size=10, target=0.5, growth=1.2)
+    sizes = simulate(sizer, seconds_per_row=0.001, steps=60)  # 500 rows fit 0.5 s
+    assert sizes[0] == 10
+    assert all(b <= a * 1.2 + 1 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(b >= a for a, b in zip(sizes[:20], sizes[1:21], strict=False))
+    assert 450 <= sizes[-1] <= 550
+
+
+def test_shrinks_at_once_after_a_slow_chunk() -> None:
+    sizer = ChunkSizer(size=500, target=0.5)
+    simulate(sizer, seconds_per_row=0.001, steps=10)
+    before = sizer.size
+    after = sizer.observe(before, 2.0)  # four times the target
+    assert after <= before // 3
+
+
+def test_bounds_and_fixed_mode() -> None:
+    assert simulate(ChunkSizer(size=50, target=0.5, max_size=200), 0.0001, 40)[-1] == 200
+    assert simulate(ChunkSizer(size=50, target=0.5, min_size=20), 1.0, 10)[-1] == 20
+    fixed = ChunkSizer(size=123, target=None)
+    assert simulate(fixed, 0.5, 5) == [123] * 5
+    assert fixed.halve() == 61
