@@ -24,9 +24,11 @@ class ChunkSizer:
     #: A chunk longer than target * this factor shrinks the next one immediately.
     overrun: float = 1.5
     rate: float | None = field(default=None, init=False)
+    fixed: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.size = self._clamp(self.size)
+        self.fixed = None if self.adaptive else self.size
 
     @property
     def adaptive(self) -> bool:
@@ -34,7 +36,11 @@ class ChunkSizer:
 
     def observe(self, rows: int, seconds: float) -> int:
         """Record a committed chunk and return the size of the next one."""
-        if not self.adaptive or rows <= 0:
+        if self.fixed is not None:
+            # A fixed size comes back after a chunk that timeouts had split succeeds.
+            self.size = self.fixed
+            return self.size
+        if rows <= 0:
             return self.size
         assert self.target is not None
         seconds = max(seconds, 1e-4)
@@ -54,10 +60,6 @@ class ChunkSizer:
         """After repeated timeouts: try half as many rows (below min_size if need be)."""
         self.size = max(1, self.size // 2)
         return self.size
-
-    def reset(self, size: int) -> None:
-        self.size = self._clamp(size)
-        self.rate = None
 
     def _clamp(self, size: int) -> int:
         return max(self.min_size, min(self.max_size, size)) if self.adaptive else max(1, size)

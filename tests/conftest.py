@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
@@ -78,6 +78,40 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+class LockHolder:
+    """A second connection holding a lock that the backfill's next chunk needs."""
+
+    def __init__(self, row_pk: int, table: str = "testapp_item") -> None:
+        self.table = table
+        self.other = connections.create_connection("default")
+        self.other.ensure_connection()
+        self.row_pk = row_pk
+        self.held = False
+
+    def hold(self) -> None:
+        cursor = self.other.cursor()
+        if self.other.vendor == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")  # the database-wide write lock
+        else:
+            self.other.set_autocommit(False)
+            table = self.other.ops.quote_name(self.table)
+            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [self.row_pk])
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            if self.other.vendor == "sqlite":
+                self.other.cursor().execute("ROLLBACK")
+            else:
+                self.other.rollback()
+                self.other.set_autocommit(True)
+            self.held = False
+
+    def close(self) -> None:
+        self.release()
+        self.other.close()
 
 
 @pytest.fixture

@@ -36,3 +36,4 @@ def test_bounds_and_fixed_mode() -> None:
     fixed = ChunkSizer(size=123, target=None)
     assert simulate(fixed, 0.5, 5) == [123] * 5
     assert fixed.halve() == 61
+    assert fixed.observe(61, 0.1) == 123  # back to the fixed size once a chunk commits

@@ -12,42 +12,10 @@ from backfills import Outcome, run_backfill
 from backfills import signals as backfill_signals
 from backfills.events import ChunkCommitted, Event, Retrying
 from backfills.models import BackfillRun
+from tests.conftest import LockHolder
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class LockHolder:
-    """A second connection holding a lock that the backfill's next chunk needs."""
-
-    def __init__(self, row_pk: int) -> None:
-        self.other = connections.create_connection("default")
-        self.other.ensure_connection()
-        self.row_pk = row_pk
-        self.held = False
-
-    def hold(self) -> None:
-        cursor = self.other.cursor()
-        if self.other.vendor == "sqlite":
-            cursor.execute("BEGIN IMMEDIATE")  # the database-wide write lock
-        else:
-            self.other.set_autocommit(False)
-            table = self.other.ops.quote_name(Item._meta.db_table)
-            cursor.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", [self.row_pk])
-        self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            if self.other.vendor == "sqlite":
-                self.other.cursor().execute("ROLLBACK")
-            else:
-                self.other.rollback()
-                self.other.set_autocommit(True)
-            self.held = False
-
-    def close(self) -> None:
-        self.release()
-        self.other.close()
 
 
 def test_chunk_blocked_by_a_lock_fails_fast_is_retried_and_completes() -> None:
