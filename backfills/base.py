@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.apps import apps
-from django.db import DEFAULT_DB_ALIAS, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from .exceptions import BackfillConfigurationError
+from .parameters import Parameter
+from .writers import write_rows
+
+if TYPE_CHECKING:
+    from .chunking import Window
 
 # Primary key types whose values the database cannot order consistently for keyset paging.
 UNORDERABLE_PK_TYPES = frozenset({"JSONField", "BinaryField"})
@@ -44,9 +50,24 @@ class Backfill:
     #: are isolated; those are recorded as QuarantinedRow and the rest of the chunk commits.
     #: ``backfill errors NAME`` lists them, ``backfill retry-failed NAME`` reprocesses them.
     quarantine: ClassVar[bool] = False
+    #: Typed parameters given as ``--param key=value``: ``{"days": Parameter(int, default=30)}``.
+    #: Read them as ``self.params.days``.
+    parameters: ClassVar[Mapping[str, Parameter]] = {}
 
-    def __init__(self, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    def __init__(
+        self,
+        *,
+        using: str = DEFAULT_DB_ALIAS,
+        reverse: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         self.using = using
+        #: True while running the reverse (``backfill run NAME --reverse``).
+        self.reverse = reverse
+        #: The run's parameters, parsed and typed.
+        self.params = SimpleNamespace(**(params or {}))
+        #: The primary key window of the chunk being processed (set by the runner).
+        self.window: Window | None = None
 
     # -- description -----------------------------------------------------------------------
 
@@ -125,6 +146,52 @@ class Backfill:
             self.process_chunk(rows)
         return len(rows)
 
+    # -- reverse ------------------------------------------------------------------------
+
+    @classmethod
+    def is_reversible(cls) -> bool:
+        """Whether ``--reverse`` can run this backfill."""
+        return cls.reverse_window is not Backfill.reverse_window or (
+            cls.process_reverse_chunk is not Backfill.process_reverse_chunk
+        )
+
+    def get_reverse_queryset(self) -> models.QuerySet[Any]:
+        """Rows the reverse must undo (default: every row of the model)."""
+        return self.model_class._default_manager.all()
+
+    def process_reverse_chunk(self, rows: list[Any]) -> None:
+        """Undo ``process_chunk`` for one chunk of rows (the ``RunPython`` reverse_code)."""
+        raise NotImplementedError(f"{type(self).__name__} has no reverse.")
+
+    def reverse_window(self, queryset: models.QuerySet[Any]) -> int:
+        """Undo one chunk; by default loads the rows for ``process_reverse_chunk``."""
+        rows = list(queryset)
+        if rows:
+            self.process_reverse_chunk(rows)
+        return len(rows)
+
+    # The runner goes through these two, so the same loop runs either direction.
+
+    def chunk_queryset(self) -> models.QuerySet[Any]:
+        """The queryset the runner filters to each window, for the current direction."""
+        queryset = self.get_reverse_queryset() if self.reverse else self.get_queryset()
+        return queryset.using(self.using)
+
+    def run_window(self, queryset: models.QuerySet[Any]) -> int:
+        """Process one chunk in the current direction; returns the rows processed."""
+        return self.reverse_window(queryset) if self.reverse else self.process_window(queryset)
+
+    # -- checks --------------------------------------------------------------------------
+
+    def pre_check(self) -> str | None:
+        """Return a reason to refuse to start (or raise CheckFailed); None to go ahead."""
+        return None
+
+    def post_check(self) -> str | None:
+        """After the last chunk: return what is still wrong (or raise CheckFailed); None if
+        the data is as intended. A problem marks the run failed; running it again re-checks."""
+        return None
+
     def get_health_checks(self) -> list[Any]:
         """Extra health checks for this backfill: callables taking the backfill and returning
         a ``backfills.throttle.Health`` (or None/True when healthy, a reason string if not)."""
@@ -133,11 +200,169 @@ class Backfill:
     # -- helpers -------------------------------------------------------------------------
 
     def bulk_update(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
-        """Write *fields* of *rows* back in as few statements as the database allows."""
+        """Write *fields* of *rows* back with Django's ``bulk_update`` (portable, slower)."""
         rows = list(rows)
         if not rows:
             return 0
         return self.model_class._base_manager.using(self.using).bulk_update(rows, fields)
 
+    def write_rows(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
+        """Write *fields* of *rows* back in one ``UPDATE ... FROM (VALUES ...)`` statement
+        (the fastest correct form on each database); see ``backfills.writers``."""
+        return write_rows(self.model_class, rows, fields, self.using)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} using={self.using!r}>"
+
+
+class RowBackfill(Backfill):
+    """Python computes new values row by row; each chunk is written back in one statement.
+
+    Set ``fields`` (the columns written) and implement ``transform(row)`` (and, for
+    ``--reverse``, ``reverse_transform(row)``). Return False from either to leave a row as it
+    is. Override ``transform_chunk(rows)`` when values depend on the whole chunk.
+    """
+
+    #: Columns written back; only these are updated.
+    fields: ClassVar[Sequence[str]] = ()
+    #: Columns written back by the reverse (default: ``fields``).
+    reverse_fields: ClassVar[Sequence[str] | None] = None
+
+    def transform(self, row: Any) -> bool | None:
+        """Set the new values on *row*. Return False to skip it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement transform(row).")
+
+    def reverse_transform(self, row: Any) -> bool | None:
+        """Undo ``transform`` on *row*. Return False to skip it."""
+        raise NotImplementedError(f"{type(self).__name__} has no reverse_transform(row).")
+
+    def transform_chunk(self, rows: list[Any]) -> list[Any]:
+        """Transform a chunk; return the rows to write."""
+        return [row for row in rows if self.transform(row) is not False]
+
+    def reverse_transform_chunk(self, rows: list[Any]) -> list[Any]:
+        return [row for row in rows if self.reverse_transform(row) is not False]
+
+    @classmethod
+    def is_reversible(cls) -> bool:
+        return (
+            cls.reverse_transform is not RowBackfill.reverse_transform
+            or cls.reverse_transform_chunk is not RowBackfill.reverse_transform_chunk
+            or super().is_reversible()
+        )
+
+    def process_window(self, queryset: models.QuerySet[Any]) -> int:
+        changed = self.transform_chunk(list(queryset))
+        self.write_rows(changed, self.fields)
+        return len(changed)
+
+    def reverse_window(self, queryset: models.QuerySet[Any]) -> int:
+        if not type(self).is_reversible():
+            return super().reverse_window(queryset)
+        changed = self.reverse_transform_chunk(list(queryset))
+        self.write_rows(changed, self.reverse_fields or self.fields)
+        return len(changed)
+
+
+class UpdateBackfill(Backfill):
+    """Set-based: new values are database expressions, each chunk one ``UPDATE`` statement.
+
+    Set ``updates = {"title": Trim("title"), ...}`` (or override ``get_updates()``); for
+    ``--reverse``, ``reverse_updates`` / ``get_reverse_updates()``. No row enters Python.
+    """
+
+    updates: ClassVar[Mapping[str, Any]] = {}
+    reverse_updates: ClassVar[Mapping[str, Any] | None] = None
+
+    def get_updates(self) -> Mapping[str, Any]:
+        """The ``field=expression`` assignments for ``QuerySet.update()``."""
+        return self.updates
+
+    def get_reverse_updates(self) -> Mapping[str, Any] | None:
+        return self.reverse_updates
+
+    @classmethod
+    def is_reversible(cls) -> bool:
+        return (
+            cls.reverse_updates is not None
+            or cls.get_reverse_updates is not UpdateBackfill.get_reverse_updates
+            or super().is_reversible()
+        )
+
+    def process_window(self, queryset: models.QuerySet[Any]) -> int:
+        return queryset.order_by().update(**self.get_updates())
+
+    def reverse_window(self, queryset: models.QuerySet[Any]) -> int:
+        updates = self.get_reverse_updates()
+        if updates is None:
+            return super().reverse_window(queryset)
+        return queryset.order_by().update(**updates)
+
+
+class _WindowCondition:
+    """Formats as the chunk's primary key condition: ``{window}`` or ``{window:alias}``."""
+
+    def __init__(self, backfill: SQLBackfill, params: dict[str, Any]) -> None:
+        self.backfill = backfill
+        self.params = params
+
+    def __format__(self, alias: str) -> str:
+        connection = connections[self.backfill.using]
+        model = self.backfill.model_class
+        pk = model._meta.pk
+        assert pk is not None and self.backfill.window is not None
+        q = connection.ops.quote_name
+        column = f"{alias or q(model._meta.db_table)}.{q(pk.column)}"
+        window = self.backfill.window
+        self.params["window_upper"] = pk.get_db_prep_value(window.upper, connection)
+        if window.lower is None:
+            return f"{column} <= %(window_upper)s"
+        self.params["window_lower"] = pk.get_db_prep_value(window.lower, connection)
+        return f"({column} > %(window_lower)s AND {column} <= %(window_upper)s)"
+
+
+class SQLBackfill(Backfill):
+    """Raw SQL run once per chunk, for what the ORM cannot say.
+
+    ``sql`` is one statement, or a dict by vendor (``"postgresql"``, ``"mysql"``,
+    ``"sqlite"``). Write ``{window}`` (or ``{window:alias}`` when the table is aliased) where
+    the chunk's primary key condition goes; the backfill's parameters are available as
+    ``%(name)s``. Write a literal ``%`` as ``%%``. The statement's row count is reported.
+    """
+
+    sql: ClassVar[str | Mapping[str, str]] = ""
+    reverse_sql: ClassVar[str | Mapping[str, str] | None] = None
+
+    @classmethod
+    def is_reversible(cls) -> bool:
+        return cls.reverse_sql is not None or super().is_reversible()
+
+    def get_sql(self, reverse: bool = False) -> str:
+        """The statement for this database's vendor."""
+        sql = self.reverse_sql if reverse else self.sql
+        if isinstance(sql, Mapping):
+            vendor = connections[self.using].vendor
+            try:
+                return sql[vendor]
+            except KeyError:
+                raise BackfillConfigurationError(
+                    f"Backfill {self.name} has no SQL for {vendor} (has: {', '.join(sql)})."
+                ) from None
+        if not sql:
+            raise BackfillConfigurationError(f"Backfill {self.name} sets no `sql`.")
+        return sql
+
+    def execute(self, sql: str) -> int:
+        params: dict[str, Any] = dict(vars(self.params))
+        statement = sql.format(window=_WindowCondition(self, params))
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(statement, params)
+            return max(cursor.rowcount, 0)
+
+    def process_window(self, queryset: models.QuerySet[Any]) -> int:
+        return self.execute(self.get_sql())
+
+    def reverse_window(self, queryset: models.QuerySet[Any]) -> int:
+        if self.reverse_sql is None:
+            return super().reverse_window(queryset)
+        return self.execute(self.get_sql(reverse=True))

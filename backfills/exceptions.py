@@ -39,6 +39,14 @@ class BackfillFailed(BackfillError):
     """A chunk raised a non-transient error; the run is recorded as failed."""
 
 
+class PreconditionFailed(BackfillError):
+    """``Backfill.pre_check()`` refused to start a new run."""
+
+
+class CheckFailed(BackfillError):
+    """Raised by (or on behalf of) ``pre_check`` / ``post_check`` with what is wrong."""
+
+
 class Abort(BaseException):  # noqa: N818 - mirrors KeyboardInterrupt, not an Exception on purpose
     """Raised from a signal handler to abandon the open chunk at once.
 

@@ -30,9 +30,11 @@ class BackfillRun(models.Model):
     FINAL = frozenset({State.COMPLETED, State.CANCELLED})
 
     name = models.CharField(max_length=200, db_index=True)
-    # Equal to ``name`` while the run is not final and NULL afterwards: a unique column that
-    # allows many NULLs gives "at most one live run per name" on every database, including
-    # MySQL/MariaDB, which have no partial unique indexes.
+    # A run of the backfill's reverse (`backfill run NAME --reverse`).
+    reverse = models.BooleanField(default=False)
+    # Equal to ``name`` (``name:reverse`` for a reverse run) while the run is not final and
+    # NULL afterwards: a unique column that allows many NULLs gives "at most one live run per
+    # name" on every database, including MySQL/MariaDB, which have no partial unique indexes.
     active_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
     parameters = models.JSONField(default=dict, blank=True)
@@ -94,7 +96,12 @@ class BackfillRun(models.Model):
         verbose_name = "backfill run"
 
     def __str__(self) -> str:
-        return f"{self.name} #{self.pk} ({self.state})"
+        return f"{self.label} #{self.pk} ({self.state})"
+
+    @property
+    def label(self) -> str:
+        """The backfill's name, marked when this is a run of its reverse."""
+        return f"{self.name} (reverse)" if self.reverse else self.name
 
     # -- derived figures -------------------------------------------------------------------
 
@@ -151,6 +158,7 @@ class BackfillRun(models.Model):
         return {
             "id": self.pk,
             "name": self.name,
+            "reverse": self.reverse,
             "state": self.state,
             "percent": None if self.percent is None else round(self.percent, 2),
             "rows_scanned": self.rows_scanned,

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
@@ -49,12 +50,15 @@ from .exceptions import (
     Abort,
     BackfillConfigurationError,
     BackfillFailed,
+    CheckFailed,
     LeaseLost,
     MigrationNotApplied,
+    PreconditionFailed,
     RunNotResumable,
     RunOwned,
 )
 from .models import BackfillRun, QuarantinedRow
+from .parameters import from_json, parse_parameters, to_json
 from .signals import signal_listener
 from .sizing import ChunkSizer
 from .throttle import default_checks, evaluate
@@ -95,7 +99,10 @@ class RunOptions:
     restart: bool = False
     #: Take over the run even if its owner's lease has not expired.
     force: bool = False
+    #: Parameter values: text as given on the command line, or typed values.
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: Run the backfill's reverse (its own run, checkpointed like any other).
+    reverse: bool = False
 
 
 @dataclass
@@ -168,7 +175,10 @@ class Runner:
         self.using = using
         self.options = options or RunOptions()
         self.listeners = [signal_listener(backfill_cls), *listeners]
-        self.backfill = backfill_cls(using=using)
+        self.backfill = backfill_cls(using=using, reverse=self.options.reverse)
+        if self.options.reverse and not backfill_cls.is_reversible():
+            raise BackfillConfigurationError(f"Backfill {backfill_cls.name} defines no reverse.")
+        self.key = f"{backfill_cls.name}:reverse" if self.options.reverse else backfill_cls.name
         self.model = backfill_cls.get_model()
         self.pk_field = backfill_cls.get_pk_field()
         self.token = uuid.uuid4().hex
@@ -224,6 +234,11 @@ class Runner:
         except Exception as exc:
             self._record_failure(run, exc)
             self._emit(RunFailed(run, exc))
+            if isinstance(exc, CheckFailed):
+                raise BackfillFailed(
+                    f"Backfill {run.name} walked every chunk but its post_check failed: {exc}. "
+                    "Fix the data or the backfill and run it again to re-check."
+                ) from exc
             raise BackfillFailed(
                 f"Backfill {run.name} failed in chunk {run.chunks_done + 1} "
                 f"(after cursor {run.cursor!r}): {type(exc).__name__}: {exc}. "
@@ -236,12 +251,20 @@ class Runner:
         return BackfillRun.objects.using(self.using)
 
     def _latest_run(self) -> BackfillRun | None:
-        return self._runs().filter(name=self.backfill_cls.name).order_by("-id").first()
+        return (
+            self._runs()
+            .filter(name=self.backfill_cls.name, reverse=self.options.reverse)
+            .order_by("-id")
+            .first()
+        )
 
     def _get_or_create_run(self) -> tuple[BackfillRun | None, bool]:
         name = self.backfill_cls.name
         assert name is not None
-        active = self._runs().filter(active_key=name).first()
+        direction = " (reverse)" if self.options.reverse else ""
+        active = self._runs().filter(active_key=self.key).first()
+        if active is not None and not self.options.restart:
+            self._use_parameters(active)
         if active is not None:
             if self.options.restart:
                 self._runs().filter(pk=active.pk).update(
@@ -258,16 +281,20 @@ class Runner:
                 if latest.state == State.COMPLETED:
                     return None, False
                 raise RunNotResumable(
-                    f"The latest run of {name} (#{latest.pk}) was {latest.state}; "
+                    f"The latest run of {name}{direction} (#{latest.pk}) was {latest.state}; "
                     "pass --restart to start a new run from the beginning."
                 )
+        values = parse_parameters(name, self.backfill_cls.parameters, self.options.parameters)
+        self.backfill.params = SimpleNamespace(**values)
+        self._pre_check()
         horizon = find_horizon(self.model, self.using)
         total, exact = estimate_total(self.model, self.using, horizon, self.options.exact_count)
         run = BackfillRun(
             name=name,
-            active_key=name,
+            reverse=self.options.reverse,
+            active_key=self.key,
             state=State.PENDING,
-            parameters=self.options.parameters,
+            parameters=to_json(values),
             horizon=None if horizon is None else self._dump_pk(horizon),
             rows_total=total,
             rows_total_exact=exact,
@@ -280,11 +307,36 @@ class Runner:
                 run.save(using=self.using)
         except IntegrityError:
             # Another process created the live run between our read and our insert.
-            existing = self._runs().filter(active_key=name).first()
+            existing = self._runs().filter(active_key=self.key).first()
             if existing is None:
                 raise
+            self._use_parameters(existing)
             return existing, False
         return run, True
+
+    def _use_parameters(self, run: BackfillRun) -> None:
+        """Continue with the run's own parameters; refuse different ones."""
+        declared = self.backfill_cls.parameters
+        stored = from_json(declared, run.parameters)
+        if self.options.parameters:
+            given = parse_parameters(run.name, declared, self.options.parameters)
+            if to_json(given) != to_json(stored):
+                raise RunNotResumable(
+                    f"Run #{run.pk} of {run.name} was started with parameters "
+                    f"{_describe(run.parameters)}, not {_describe(to_json(given))}. Resume it "
+                    "without --param (or with the same values), or pass --restart."
+                )
+        self.backfill.params = SimpleNamespace(**stored)
+
+    def _pre_check(self) -> None:
+        try:
+            problem = None if self.options.reverse else self.backfill.pre_check()
+        except CheckFailed as exc:
+            problem = str(exc)
+        if problem:
+            raise PreconditionFailed(
+                f"Backfill {self.backfill_cls.name} refused to start: {problem}"
+            )
 
     def _batch_size(self) -> int | None:
         """The fixed chunk size asked for, or None for adaptive sizing."""
@@ -559,6 +611,10 @@ class Runner:
         return RunResult(run, Outcome.PAUSED, reason, self._stop_signum, critical=critical)
 
     def _complete(self, run: BackfillRun) -> RunResult:
+        if not self.options.reverse:
+            problem = self.backfill.post_check()
+            if problem:
+                raise CheckFailed(problem)
         now = timezone.now()
         fields: dict[str, Any] = {
             "state": State.COMPLETED,
@@ -626,12 +682,12 @@ class Runner:
     ) -> tuple[int, int, float]:
         with transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using])
-            queryset = window.filter(self.backfill.get_queryset().using(self.using))
-            queryset = queryset.order_by("pk")
+            queryset = window.filter(self.backfill.chunk_queryset()).order_by("pk")
+            self.backfill.window = window
             if self.backfill_cls.quarantine:
                 processed, failed = self._process_isolating(run, queryset)
             else:
-                processed, failed = self.backfill.process_window(queryset), 0
+                processed, failed = self.backfill.run_window(queryset), 0
             seconds = time.perf_counter() - started
             now = timezone.now()
             updated = self._update_owned(
@@ -673,7 +729,7 @@ class Runner:
         """
         try:
             with transaction.atomic(using=self.using):
-                return self.backfill.process_window(queryset), 0
+                return self.backfill.run_window(queryset), 0
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -683,7 +739,7 @@ class Runner:
     def _bisect(self, run: BackfillRun, queryset: Any, pks: list[Any]) -> tuple[int, int]:
         try:
             with transaction.atomic(using=self.using):
-                return self.backfill.process_window(queryset.filter(pk__in=pks)), 0
+                return self.backfill.run_window(queryset.filter(pk__in=pks)), 0
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -807,6 +863,10 @@ def retry_quarantined(
     """
     check_requirements(backfill_cls, using)
     backfill = backfill_cls(using=using)
+    latest = BackfillRun.objects.using(using).filter(name=backfill_cls.name).order_by("-id").first()
+    backfill.params = SimpleNamespace(
+        **from_json(backfill_cls.parameters, latest.parameters if latest else {})
+    )
     pk_field = backfill_cls.get_pk_field()
     target = pk_field.target_field if pk_field.is_relation else pk_field
     resolved: list[QuarantinedRow] = []
@@ -815,11 +875,11 @@ def retry_quarantined(
         name=backfill_cls.name, resolved_at__isnull=True
     )
     for row in pending:
-        queryset = backfill.get_queryset().using(using).filter(pk=target.to_python(row.row_pk))
+        queryset = backfill.chunk_queryset().filter(pk=target.to_python(row.row_pk))
         try:
             with transaction.atomic(using=using):
                 apply_chunk_timeouts(connections[using])
-                backfill.process_window(queryset)
+                backfill.run_window(queryset)
                 row.resolved_at = row.updated_at = timezone.now()
                 row.save(using=using, update_fields=["resolved_at", "updated_at"])
             resolved.append(row)
@@ -864,6 +924,10 @@ def apply_chunk_timeouts(connection: Any) -> None:
             with connection.cursor() as cursor:
                 cursor.execute("SET SESSION " + ", ".join(parts))
         raw._backfills_timeouts = (lock, statement)
+
+
+def _describe(parameters: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(parameters.items())) or "none"
 
 
 def _ago(moment: Any) -> str:

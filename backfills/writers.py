@@ -1,0 +1,95 @@
+"""Write computed values back in one statement per chunk: an UPDATE joined to a VALUES list.
+
+Django's ``bulk_update`` builds ``SET f = CASE WHEN pk=1 THEN ... WHEN pk=2 ... END`` with a
+WHEN per row and field, which the database evaluates row by row (quadratic in the chunk size).
+Joining the table to a list of ``(pk, value, ...)`` rows is a single hash or index join:
+
+- PostgreSQL: ``UPDATE t SET f = v.f FROM (VALUES (%s::int, %s::text), ...) AS v(pk, f)
+  WHERE t.pk = v.pk`` (casts from each field's column type, so NULLs and JSON are typed);
+- SQLite 3.33+: the same with ``UPDATE ... FROM (VALUES ...)`` (columns ``column1``, ...);
+- MariaDB/MySQL: ``UPDATE t JOIN (SELECT %s AS pk, %s AS f UNION ALL SELECT ...) v ON ...``.
+
+Only the named fields are written. Values go through each field's ``get_db_prep_save()``, as
+``Model.save()`` would do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connections, models
+
+# Bind parameters per statement: psycopg's protocol limit; SQLite's default is 32766.
+MAX_PARAMS = 32_000
+
+
+def write_rows(
+    model: type[models.Model], rows: Iterable[models.Model], fields: Sequence[str], using: str
+) -> int:
+    """UPDATE *fields* of *rows* (by primary key) and return how many rows matched."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    if not fields:
+        raise ValueError("write_rows() needs at least one field name.")
+    connection = connections[using]
+    meta = model._meta
+    concrete = [meta.get_field(name) for name in fields]
+    for field in concrete:
+        if not getattr(field, "concrete", False) or field.primary_key or field.many_to_many:
+            raise ValueError(f"{meta.label}.{field.name} cannot be written by write_rows().")
+    pk = meta.pk
+    assert pk is not None
+    limit = min(MAX_PARAMS, connection.features.max_query_params or MAX_PARAMS)
+    per_statement = max(1, limit // (len(concrete) + 1))
+    build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
+    if build is None:  # another backend: Django's portable path
+        return model._base_manager.using(using).bulk_update(rows, list(fields))
+    matched = 0
+    for start in range(0, len(rows), per_statement):
+        batch = rows[start : start + per_statement]
+        params: list[Any] = []
+        for row in batch:
+            params.append(pk.get_db_prep_save(row.pk, connection))
+            for field in concrete:
+                params.append(field.get_db_prep_save(getattr(row, field.attname), connection))
+        sql = build(connection, meta.db_table, pk, concrete, len(batch))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            matched += cursor.rowcount
+    return matched
+
+
+def _postgresql(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+    q = connection.ops.quote_name
+    casts = [pk.cast_db_type(connection), *(f.cast_db_type(connection) for f in fields)]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    names = ", ".join([q("pk"), *(q(f.column) for f in fields)])
+    assignments = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
+    return (
+        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) "
+        f"AS v({names}) WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
+    )
+
+
+def _sqlite(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+    q = connection.ops.quote_name
+    row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+    assignments = ", ".join(f"{q(f.column)} = v.column{i + 2}" for i, f in enumerate(fields))
+    return (
+        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v "
+        f"WHERE {q(table)}.{q(pk.column)} = v.column1"
+    )
+
+
+def _mysql(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+    q = connection.ops.quote_name
+    first = "SELECT " + ", ".join(["%s AS " + q("pk"), *(f"%s AS {q(f.column)}" for f in fields)])
+    other = "SELECT " + ", ".join(["%s"] * (len(fields) + 1))
+    values = " UNION ALL ".join([first] + [other] * (count - 1))
+    assignments = ", ".join(f"t.{q(f.column)} = v.{q(f.column)}" for f in fields)
+    return (
+        f"UPDATE {q(table)} AS t INNER JOIN ({values}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
+        f"SET {assignments}"
+    )
