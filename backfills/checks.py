@@ -43,3 +43,46 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 )
             )
     return messages
+
+
+@checks.register(checks.Tags.database)
+def check_pending_backfills(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """backfills.W001: a backfill whose required migrations are applied never completed."""
+    from django.db import DatabaseError, connections
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from .models import BackfillRun
+
+    messages: list[checks.CheckMessage] = []
+    for alias in databases or ():
+        try:
+            recorder = MigrationRecorder(connections[alias])
+            if not recorder.has_table():
+                continue
+            applied = recorder.applied_migrations()
+            if ("backfills", "0001_initial") not in applied:
+                continue
+            completed = set(
+                BackfillRun.objects.using(alias)
+                .filter(state=BackfillRun.State.COMPLETED, reverse=False)
+                .values_list("name", flat=True)
+            )
+        except DatabaseError:
+            continue
+        for backfill_cls in registry:
+            if not backfill_cls.requires or backfill_cls.name in completed:
+                continue
+            if all(key in applied for key in backfill_cls.requires):
+                messages.append(
+                    checks.Warning(
+                        f"Backfill {backfill_cls.name} can run on database {alias!r} (its "
+                        "required migrations are applied) but has never completed there.",
+                        hint=f"Run `manage.py backfill run {backfill_cls.name}"
+                        f"{'' if alias == 'default' else f' --database {alias}'}`.",
+                        obj=backfill_cls,
+                        id="backfills.W001",
+                    )
+                )
+    return messages

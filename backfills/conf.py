@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # Hitting either is a transient error: the chunk is retried. None disables a limit.
     "LOCK_TIMEOUT": 0.5,
     "STATEMENT_TIMEOUT": 5.0,
+    # On SQLite, pause this fraction of each chunk's duration (at most 0.1 s) after it, so
+    # other writers waiting for the database's single write lock get their turn.
+    "SQLITE_GAP": 0.1,
     # Above this many rows (by table statistics) the total is estimated, not counted.
     "ESTIMATE_ABOVE": 1_000_000,
     # Seconds between plain progress lines when stdout is not a terminal.

@@ -516,6 +516,11 @@ class Runner:
             rows_here += window.size
             self.sizer.observe(window.size, seconds)
             self._emit(ChunkCommitted(run, window.size, processed, seconds, failed))
+            if connections[self.using].vendor == "sqlite":
+                # SQLite has one write lock, and a writer waiting on its busy timeout polls
+                # only every ~100 ms: without a gap our next chunk would always win it and
+                # starve every other writer (the application, `backfill pause`/`set`).
+                self._interruptible_sleep(min(0.1, seconds * float(conf.get("SQLITE_GAP"))))
             if run.sleep > 0 and self._stop_requested(chunks_here, rows_here) is None:
                 self._sleep_between_chunks(run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -199,13 +200,17 @@ def test_backfill_set_changes_the_batch_size_of_a_running_process() -> None:
     )
     assert code == 0, err
     assert "batch_size=150 (the running process applies it at its next chunk boundary)" in out
-    wait_for(lambda: BackfillRun.objects.filter(last_chunk_size=150).exists())
     out, err = process.communicate(timeout=60)
 
     assert process.returncode == 0, err
-    assert "settings changed by `backfill set`: batch_size=150" in out
+    assert "settings changed by `backfill set`: batch_size=150" in out, out
     run = BackfillRun.objects.get()
     assert run.state == "completed" and run.batch_size == 150
+    sizes = [int(m) for m in re.findall(r"chunk (\d+) rows in", out)]
+    # Chunks of 20 (the class's size) until the change, then chunks of 150.
+    changed = sizes.index(150)
+    assert changed >= 2 and set(sizes[:changed]) == {20}, sizes
+    assert set(sizes[changed:]) <= {150, sizes[-1]}, sizes  # the last chunk holds what is left
     assert set(Item.objects.values_list("counter", flat=True)) == {1}
 
 

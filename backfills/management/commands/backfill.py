@@ -19,9 +19,11 @@ from rich.table import Table
 
 from backfills import conf
 from backfills.base import Backfill
+from backfills.dryrun import dry_run
 from backfills.events import Listener
-from backfills.exceptions import Abort, BackfillError
+from backfills.exceptions import Abort, BackfillError, CheckFailed
 from backfills.models import BackfillRun, QuarantinedRow
+from backfills.parameters import from_json, parse_parameters, split_assignments
 from backfills.progress import (
     JsonProgress,
     PlainProgress,
@@ -93,6 +95,15 @@ class Command(BaseCommand):
         self._common(run)
         self._run_options(run)
         run.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Process a few chunks in a transaction that is rolled back; show samples of "
+            "changed values, the chunk query's plan and a projected duration.",
+        )
+        run.add_argument(
+            "--dry-run-chunks", type=positive_int, default=3, help="Chunks a dry run processes."
+        )
+        run.add_argument(
             "--restart",
             action="store_true",
             help="Start a new run from the first row, even if the latest one completed or was "
@@ -106,6 +117,13 @@ class Command(BaseCommand):
         resume.add_argument("name")
         self._common(resume)
         self._run_options(resume)
+
+        verify = subparsers.add_parser(
+            "verify", help="Count rows still needing work and run the backfill's post_check."
+        )
+        verify.add_argument("name")
+        verify.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        self._common(verify)
 
         status = subparsers.add_parser("status", help="Runs with progress, rate and errors.")
         status.add_argument("names", nargs="*", metavar="NAME")
@@ -189,6 +207,16 @@ class Command(BaseCommand):
             "--pause-file", help="Throttle (wait) while this file exists, like pt-osc."
         )
         parser.add_argument(
+            "--reverse", action="store_true", help="Run the backfill's reverse (its own run)."
+        )
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="A parameter the backfill declares (repeatable).",
+        )
+        parser.add_argument(
             "--exact-count",
             action="store_true",
             help="COUNT the rows to walk even on large tables (default: statistics there).",
@@ -257,7 +285,7 @@ class Command(BaseCommand):
         for backfill_cls in registry:
             run = latest.get(backfill_cls.name or "")
             table.add_row(
-                backfill_cls.name,
+                backfill_cls.name + (" ↺" if backfill_cls.is_reversible() else ""),
                 _model_label(backfill_cls),
                 backfill_cls.get_description(),
                 f"#{run.pk} {run.state}" if run else "never run",
@@ -275,7 +303,7 @@ class Command(BaseCommand):
 
     def handle_resume(self, **options: Any) -> None:
         backfill_cls = registry.get(options["name"])
-        run = self._active_run(backfill_cls.name or "")
+        run = self._active_run(backfill_cls.name or "", options.get("reverse"))
         if run is None:
             raise CommandError(
                 f"{backfill_cls.name} has no unfinished run to resume; use `backfill run`."
@@ -293,6 +321,10 @@ class Command(BaseCommand):
 
     def _run(self, backfill_cls: type[Backfill], options: dict[str, Any], restart: bool) -> None:
         check_requirements(backfill_cls, self.database)
+        parameters = split_assignments(options.get("param") or [])
+        if options.get("dry_run"):
+            self._dry_run(backfill_cls, options, parameters)
+            return
         if restart and options["interactive"] and sys.stdin.isatty():
             answer = input(
                 f"Start {backfill_cls.name} again from the first row? Rows already processed "
@@ -313,6 +345,8 @@ class Command(BaseCommand):
                 limit=options.get("limit"),
                 restart=restart,
                 force=options.get("force", False),
+                reverse=options.get("reverse", False),
+                parameters=parameters,
             ),
         )
         display = self._display(options)
@@ -342,6 +376,41 @@ class Command(BaseCommand):
         elif result.critical:
             self.stderr.write(f"Paused on a critical health threshold: {result.reason}")
             raise SystemExit(CRITICAL_EXIT)
+
+    def _dry_run(
+        self, backfill_cls: type[Backfill], options: dict[str, Any], parameters: dict[str, str]
+    ) -> None:
+        report = dry_run(
+            backfill_cls,
+            using=self.database,
+            chunks=options["dry_run_chunks"],
+            batch_size=options.get("batch_size") or backfill_cls.batch_size or 1000,
+            reverse=options.get("reverse", False),
+            parameters=parameters,
+        )
+        write = self.stdout.write
+        write(
+            f"Dry run of {report.name}{' (reverse)' if options.get('reverse') else ''}: "
+            f"{report.chunks} chunk(s), {report.rows_walked:,} rows walked, "
+            f"{report.rows_processed:,} processed in {report.seconds:.3f}s "
+            f"({format_rate(report.rate)}). Everything was rolled back; no run was recorded."
+        )
+        write(
+            f"Projected: {report.rows_total:,} rows in about "
+            f"{format_duration(report.projected_seconds)} of work (sleeps and throttling extra)."
+        )
+        if report.changes:
+            table = Table(title="Sample of changed rows", title_justify="left")
+            for column in ("pk", "field", "before", "after"):
+                table.add_column(column, overflow="fold")
+            for pk, diff in report.changes:
+                for name, (before, after) in diff.items():
+                    table.add_row(str(pk), name, repr(before), repr(after))
+            self.console.print(table)
+        else:
+            write("No sampled row changed.")
+        write("Chunk query plan:")
+        write(report.explain)
 
     def _display(self, options: dict[str, Any]) -> Listener:
         mode = options.get("progress", "auto")
@@ -399,7 +468,11 @@ class Command(BaseCommand):
             runs = runs.filter(name__in=names)
         if not options["all"]:
             latest = self._latest_runs()
-            runs_list = [latest[name] for name in sorted(latest) if not names or name in names]
+            runs_list = [
+                latest[label]
+                for label in sorted(latest)
+                if not names or latest[label].name in names
+            ]
         else:
             runs_list = list(runs)
         if options["json"]:
@@ -498,6 +571,48 @@ class Command(BaseCommand):
                 f"{len(failing)} row(s) still fail; see `backfill errors {backfill_cls.name}`."
             )
 
+    # -- verify ---------------------------------------------------------------------------
+
+    def handle_verify(self, **options: Any) -> None:
+        backfill_cls = registry.get(options["name"])
+        check_requirements(backfill_cls, self.database)
+        latest = (
+            BackfillRun.objects.using(self.database)
+            .filter(name=backfill_cls.name, reverse=False)
+            .order_by("-id")
+            .first()
+        )
+        given = split_assignments(options.get("param") or [])
+        stored = latest.parameters if latest and not given else None
+        values = (
+            from_json(backfill_cls.parameters, stored)
+            if stored is not None
+            else parse_parameters(backfill_cls.name or "", backfill_cls.parameters, given)
+        )
+        backfill = backfill_cls(using=self.database, params=values)
+        remaining = backfill.chunk_queryset().count()
+        try:
+            problem = backfill.post_check()
+        except CheckFailed as exc:
+            problem = str(exc)
+        state = f"latest run #{latest.pk} {latest.state}" if latest else "never run"
+        self.stdout.write(f"{backfill_cls.name} ({state}):")
+        self.stdout.write(f"  rows still matching get_queryset(): {remaining:,}")
+        self.stdout.write(f"  post_check: {problem or 'ok'}")
+        if remaining or problem:
+            raise CommandError(
+                f"{backfill_cls.name} is not done: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"{remaining:,} row(s) still need work" if remaining else "",
+                        f"post_check: {problem}" if problem else "",
+                    )
+                    if part
+                )
+                + "."
+            )
+
     # -- set ------------------------------------------------------------------------------
 
     def handle_set(self, **options: Any) -> None:
@@ -519,9 +634,15 @@ class Command(BaseCommand):
             raise CommandError(
                 "Nothing to change: give --batch-size, --adaptive, --target-chunk-time or --sleep."
             )
-        BackfillRun.objects.using(self.database).filter(pk=run.pk, active_key=run.name).update(
-            settings_version=F("settings_version") + 1, updated_at=timezone.now(), **changes
+        updated = (
+            BackfillRun.objects.using(self.database)
+            .filter(pk=run.pk, active_key=run.active_key)
+            .update(
+                settings_version=F("settings_version") + 1, updated_at=timezone.now(), **changes
+            )
         )
+        if not updated:
+            raise CommandError(f"Run #{run.pk} of {run.label} finished before it could change.")
         described = ", ".join(
             f"{key}={'adaptive' if value is None else value}" for key, value in changes.items()
         )
@@ -551,7 +672,8 @@ class Command(BaseCommand):
                 raise CommandError("Cancel aborted.")
         runs = BackfillRun.objects.using(self.database)
         if run.owner_token and self._owner_alive(run):
-            runs.filter(pk=run.pk, active_key=run.name).update(requested_state=state)
+            if not runs.filter(pk=run.pk, active_key=run.active_key).update(requested_state=state):
+                raise CommandError(f"Run #{run.pk} of {run.label} finished meanwhile.")
             self.stdout.write(
                 f"Asked run #{run.pk} of {run.name} (host {run.owner_host}, pid "
                 f"{run.owner_pid}) to {_verb(state)} at its next chunk boundary."
@@ -582,13 +704,25 @@ class Command(BaseCommand):
     # -- helpers --------------------------------------------------------------------------
 
     def _latest_runs(self) -> dict[str, BackfillRun]:
+        """The newest run of each backfill (and of its reverse, under "NAME (reverse)")."""
         latest: dict[str, BackfillRun] = {}
         for run in BackfillRun.objects.using(self.database).order_by("-id"):
-            latest.setdefault(run.name, run)
+            latest.setdefault(run.label, run)
         return latest
 
-    def _active_run(self, name: str) -> BackfillRun | None:
-        return BackfillRun.objects.using(self.database).filter(active_key=name).first()
+    def _active_run(self, name: str, reverse: bool | None = None) -> BackfillRun | None:
+        """The unfinished run of *name*: of the given direction, or of either (newest first)."""
+        keys = (
+            [name, f"{name}:reverse"]
+            if reverse is None
+            else [f"{name}:reverse" if reverse else name]
+        )
+        return (
+            BackfillRun.objects.using(self.database)
+            .filter(active_key__in=keys)
+            .order_by("-id")
+            .first()
+        )
 
     def _owner_alive(self, run: BackfillRun) -> bool:
         import socket
@@ -634,7 +768,7 @@ def _status_cells(run: BackfillRun) -> list[str]:
     else:
         when = "-"
     return [
-        run.name,
+        run.label,
         f"#{run.pk}",
         run.state,
         percent,

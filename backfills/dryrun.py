@@ -1,0 +1,113 @@
+"""``backfill run NAME --dry-run``: a few real chunks inside a transaction that rolls back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from django.db import connections, models, transaction
+
+from .base import Backfill
+from .chunking import count_range, find_horizon, next_window
+from .parameters import parse_parameters
+from .runner import apply_chunk_timeouts, check_requirements
+
+
+class _Rollback(Exception):
+    pass
+
+
+@dataclass
+class DryRunReport:
+    """What a dry run saw: samples of changed rows, the chunk query's plan, a projection."""
+
+    name: str
+    chunks: int = 0
+    rows_walked: int = 0
+    rows_processed: int = 0
+    seconds: float = 0.0
+    rows_total: int = 0
+    explain: str = ""
+    #: (pk, {field: (before, after)}) for sampled rows whose values changed.
+    changes: list[tuple[Any, dict[str, tuple[Any, Any]]]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float | None:
+        return self.rows_walked / self.seconds if self.seconds > 0 else None
+
+    @property
+    def projected_seconds(self) -> float | None:
+        rate = self.rate
+        return None if rate is None else self.rows_total / rate
+
+
+def dry_run(
+    backfill_cls: type[Backfill],
+    *,
+    using: str = "default",
+    chunks: int = 3,
+    batch_size: int = 1000,
+    sample: int = 5,
+    reverse: bool = False,
+    parameters: dict[str, Any] | None = None,
+) -> DryRunReport:
+    """Process up to *chunks* chunks from the start of the table, then roll everything back."""
+    check_requirements(backfill_cls, using)
+    values = parse_parameters(backfill_cls.name or "", backfill_cls.parameters, parameters or {})
+    backfill = backfill_cls(using=using, reverse=reverse, params=values)
+    backfill.params = SimpleNamespace(**values)
+    model = backfill_cls.get_model()
+    report = DryRunReport(name=backfill_cls.name or "")
+    columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+    try:
+        with transaction.atomic(using=using):
+            horizon = find_horizon(model, using)
+            report.rows_total = count_range(model, using, None, horizon)
+            cursor = None
+            for _ in range(chunks):
+                window = next_window(model, using, cursor, horizon, batch_size)
+                if window is None:
+                    break
+                queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
+                if not report.explain:
+                    report.explain = _explain(queryset)
+                picked = list(queryset.values_list("pk", flat=True)[:sample])
+                before = _snapshot(model, using, picked, columns)
+                started = time.perf_counter()
+                with transaction.atomic(using=using):
+                    apply_chunk_timeouts(connections[using])
+                    backfill.window = window
+                    report.rows_processed += backfill.run_window(queryset)
+                report.seconds += time.perf_counter() - started
+                after = _snapshot(model, using, picked, columns)
+                for pk in picked:
+                    old, new = before.get(pk, {}), after.get(pk)
+                    if new is None:
+                        report.changes.append((pk, {"(row)": ("present", "deleted")}))
+                        continue
+                    diff = {c: (old.get(c), new[c]) for c in columns if old.get(c) != new[c]}
+                    if diff:
+                        report.changes.append((pk, diff))
+                report.chunks += 1
+                report.rows_walked += window.size
+                cursor = window.upper
+            raise _Rollback
+    except _Rollback:
+        pass
+    return report
+
+
+def _snapshot(
+    model: type[models.Model], using: str, pks: list[Any], columns: list[str]
+) -> dict[Any, dict[str, Any]]:
+    rows = model._base_manager.using(using).filter(pk__in=pks).values("pk", *columns)
+    return {row.pop("pk"): row for row in rows}
+
+
+def _explain(queryset: models.QuerySet[Any]) -> str:
+    try:
+        return queryset.explain()
+    except Exception as exc:  # some backends cannot explain every query
+        return f"(no plan: {type(exc).__name__}: {exc})"
