@@ -82,3 +82,31 @@ class NeedsFutureMigration(CountingBackfill):
 
     model = "testapp.Item"
     requires = [("testapp", "9999_not_yet")]
+
+
+class HoldingCountingBackfill(CountingBackfill):
+    """Count rows, then hold the chunk's transaction open for `chunk_delay` seconds.
+
+    The delay comes after the increment and before the checkpoint UPDATE, so a process killed
+    during it dies with uncommitted writes: exactly the case the chunk transaction must undo.
+    Being per chunk (not per row), a larger --batch-size finishes the remaining rows quickly.
+    """
+
+    chunk_delay: float = 0.0
+
+    def process_chunk(self, rows: list[Any]) -> None:
+        super().process_chunk(rows)
+        time.sleep(float(self.__class__.chunk_delay))
+
+
+@register
+class ChaosCountItems(HoldingCountingBackfill):
+    """Count each Item once, holding each 50-row chunk open ~30 ms (chaos and control tests)."""
+
+    model = "testapp.Item"
+    name = "testapp.chaos_count_items"
+    batch_size = 50
+    chunk_delay = 0.03
+
+
+from .kinds import *  # noqa: E402,F403  (registers the Record backfills)

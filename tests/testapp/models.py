@@ -31,3 +31,22 @@ class UUIDItem(CounterFields):
 
 class CodeItem(CounterFields):
     code = models.CharField(max_length=20, primary_key=True)
+
+
+class Record(models.Model):
+    """Every field type a backfill writes, to check values round-trip exactly."""
+
+    text = models.CharField(max_length=200, null=True, blank=True)
+    body = models.TextField(null=True, blank=True)
+    number = models.IntegerField(null=True)
+    big = models.BigIntegerField(null=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=4, null=True)
+    ratio = models.FloatField(null=True)
+    flag = models.BooleanField(null=True)
+    day = models.DateField(null=True)
+    moment = models.DateTimeField(null=True)
+    data = models.JSONField(null=True)
+    token = models.UUIDField(null=True)
+    # Never written by the backfills: must stay as it was.
+    untouched = models.CharField(max_length=50, default="keep me")
+    done = models.BooleanField(default=False)

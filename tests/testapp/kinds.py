@@ -1,0 +1,106 @@
+"""Backfills of every kind over testapp.Record, with values of every field type."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F, QuerySet, Value
+
+from backfills import Parameter, RowBackfill, SQLBackfill, UpdateBackfill, register
+
+from .models import Record
+
+WRITTEN = [
+    "text",
+    "body",
+    "number",
+    "big",
+    "amount",
+    "ratio",
+    "flag",
+    "day",
+    "moment",
+    "data",
+    "token",
+]
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def expected_values(pk: int) -> dict[str, Any]:
+    """What FillRecords writes for row *pk*: awkward text, NULLs every fifth row, extremes."""
+    if pk % 5 == 0:
+        return dict.fromkeys(WRITTEN)
+    return {
+        "text": f'O\'Brien "quoted" \\ naïve 日本 ✓ {pk}',
+        "body": f"line one\nline two\ttab; DROP TABLE x; -- {pk}",
+        "number": pk * 7 - 1000,
+        "big": 2**40 + pk,
+        "amount": Decimal("12345678.1234") - pk,
+        "ratio": pk / 3,
+        "flag": pk % 2 == 0,
+        "day": dt.date(2024, 2, 29),
+        "moment": dt.datetime(2025, 3, 30, 1, 30, 15, 123456, tzinfo=IST) + dt.timedelta(pk),
+        "data": {"k": [1, 2.5, None, True, "é"], "nested": {"pk": pk}, "s": "a'b\"c"},
+        "token": uuid.uuid5(uuid.NAMESPACE_OID, str(pk)),
+    }
+
+
+@register
+class FillRecords(RowBackfill):
+    """Write a value of every field type into each Record (reverse: clear them)."""
+
+    model = "testapp.Record"
+    fields = [*WRITTEN, "done"]
+    batch_size = 7
+
+    def get_queryset(self) -> QuerySet[Record]:
+        return Record.objects.filter(done=False)
+
+    def get_reverse_queryset(self) -> QuerySet[Record]:
+        return Record.objects.filter(done=True)
+
+    def transform(self, row: Record) -> None:
+        for name, value in expected_values(row.pk).items():
+            setattr(row, name, value)
+        row.done = True
+
+    def reverse_transform(self, row: Record) -> None:
+        for name in WRITTEN:
+            setattr(row, name, None)
+        row.done = False
+
+
+@register
+class BumpRecords(UpdateBackfill):
+    """Set-based: number + step, flag true (reverse: number - step, flag false)."""
+
+    model = "testapp.Record"
+    batch_size = 7
+    parameters = {"step": Parameter(int, default=1, help="added to number")}
+
+    def get_updates(self) -> dict[str, Any]:
+        return {"number": F("number") + self.params.step, "flag": Value(True)}
+
+    def get_reverse_updates(self) -> dict[str, Any]:
+        return {"number": F("number") - self.params.step, "flag": Value(False)}
+
+
+@register
+class ScaleRecordsSql(SQLBackfill):
+    """Raw SQL: big * factor inside each chunk's window (reverse: divide)."""
+
+    model = "testapp.Record"
+    batch_size = 7
+    parameters = {
+        "factor": Parameter(int, default=2, choices=[2, 3, 10]),
+        "note": Parameter(str, help="why this runs"),
+    }
+    sql = "UPDATE testapp_record SET big = big * %(factor)s WHERE {window} AND big IS NOT NULL"
+    reverse_sql = {
+        "postgresql": "UPDATE testapp_record r SET big = r.big / %(factor)s WHERE {window:r}",
+        "mysql": "UPDATE testapp_record r SET r.big = r.big DIV %(factor)s WHERE {window:r}",
+        "sqlite": "UPDATE testapp_record SET big = big / %(factor)s WHERE {window}",
+    }
