@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from backfills import Outcome, run_backfill
-from blog.models import Post
+from blog.models import Category, Post, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,3 +46,151 @@ def test_seeded_table_gets_unique_slugs_everywhere() -> None:
     run_backfill("blog.populate_post_slugs", batch_size=500)
     slugs = list(Post.objects.values_list("slug", flat=True))
     assert None not in slugs and len(slugs) == len(set(slugs)) == 3000
+
+
+def make_post(title: str, **fields: object) -> Post:
+    return Post.objects.create(title=title, **fields)
+
+
+def test_metadata_is_built_and_the_reverse_moves_it_back() -> None:
+    call_command("seed_posts", count=300, verbosity=0)
+    Post.objects.filter(pk=Post.objects.order_by("pk")[0].pk).update(
+        seo_title='L\'été "quoted"', seo_description=""
+    )
+    before = list(Post.objects.order_by("pk").values_list("pk", "seo_title", "seo_description"))
+
+    run_backfill("blog.build_post_metadata")
+
+    for pk, title, description in before:
+        post = Post.objects.get(pk=pk)
+        assert post.metadata == {"seo": {"title": title, "description": description}}
+    Post.objects.update(seo_title="", seo_description="")  # the columns can now be dropped
+
+    result = run_backfill("blog.build_post_metadata", reverse=True)
+
+    assert result.outcome is Outcome.COMPLETED
+    after = list(Post.objects.order_by("pk").values_list("pk", "seo_title", "seo_description"))
+    assert after == before
+    assert not Post.objects.filter(metadata__isnull=False).exists()
+
+
+def test_category_prefixes_become_categories() -> None:
+    make_post("[News] Launch day")
+    make_post("[news]   Spelled differently")
+    make_post("[Release notes] 1.0")
+    make_post("[] not a category")
+    make_post("No prefix")
+
+    run_backfill("blog.normalise_post_categories", batch_size=2)
+
+    got = list(Post.objects.order_by("pk").values_list("title", "category__name"))
+    assert got == [
+        ("Launch day", "News"),
+        ("Spelled differently", "News"),
+        ("1.0", "Release Notes"),
+        ("[] not a category", None),
+        ("No prefix", None),
+    ]
+    assert Category.objects.count() == 2
+
+
+def test_clean_up_is_set_based_and_fixes_each_defect() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    future = make_post("  padded  ", status="published", created_at=now + timedelta(days=30))
+    wrong = make_post("fine", status="deleted")
+    fine = make_post("fine too", status="archived", created_at=now - timedelta(days=3))
+
+    result = run_backfill("blog.clean_up_posts")
+
+    assert result.run.rows_processed == 2  # only the rows that needed it were updated
+    future.refresh_from_db()
+    wrong.refresh_from_db()
+    assert (future.title, future.status) == ("padded", "published")
+    assert now - timedelta(minutes=5) < future.created_at <= timezone.now()
+    assert (wrong.title, wrong.status) == ("fine", "draft")
+    assert Post.objects.get(pk=fine.pk).created_at == fine.created_at
+
+
+def test_duplicates_are_removed_keeping_the_oldest() -> None:
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    alice = get_user_model().objects.create(username="alice")
+    bob = get_user_model().objects.create(username="bob")
+    now = timezone.now()
+    newer = make_post("Same", author=alice, created_at=now)
+    oldest = make_post("Same", author=alice, created_at=now - timedelta(days=2))
+    other_author = make_post("Same", author=bob, created_at=now)
+    tagged_dup = make_post("Same", author=alice, created_at=now - timedelta(days=1))
+    tagged_dup.tags.add(Tag.objects.create(name="t"))
+    unique = make_post("Different", author=alice)
+
+    run_backfill("blog.remove_duplicate_posts", batch_size=2)
+
+    assert set(Post.objects.values_list("pk", flat=True)) == {oldest.pk, other_author.pk, unique.pk}
+    assert not Post.objects.filter(pk__in=[newer.pk, tagged_dup.pk]).exists()
+    assert not Post.tags.through.objects.exists()
+
+
+def test_default_category_and_tag() -> None:
+    news = Category.objects.create(name="News")
+    featured = Tag.objects.create(name="featured")
+    has_both = make_post("a", category=news)
+    has_both.tags.add(featured)
+    bare = make_post("b")
+    make_post("c", category=news)
+
+    run_backfill("blog.assign_default_category_and_tag")
+
+    rows = {
+        p.title: (p.category.name, sorted(t.name for t in p.tags.all()))
+        for p in Post.objects.prefetch_related("tags").select_related("category")
+    }
+    assert rows == {
+        "a": ("News", ["featured"]),
+        "b": ("Uncategorized", ["general"]),
+        "c": ("News", ["general"]),
+    }
+    assert (
+        run_backfill("blog.assign_default_category_and_tag", restart=True).run.rows_processed == 0
+    )
+    assert bare.pk
+
+
+def test_word_counts_in_sql_and_reverse() -> None:
+    make_post("x", body="one two three")
+    make_post("y", body="")
+    make_post("z", body="  padded words  ")
+
+    run_backfill("blog.fill_word_counts")
+
+    assert list(Post.objects.order_by("pk").values_list("word_count", flat=True)) == [3, 0, 2]
+    run_backfill("blog.fill_word_counts", reverse=True)
+    assert set(Post.objects.values_list("word_count", flat=True)) == {None}
+
+
+def test_every_example_backfill_on_messy_seeded_data() -> None:
+    call_command("seed_posts", count=2000, messy=0.1, duplicates=0.1, verbosity=0)
+    for name in (
+        "blog.clean_up_posts",
+        "blog.normalise_post_categories",
+        "blog.remove_duplicate_posts",
+        "blog.populate_post_slugs",
+        "blog.build_post_metadata",
+        "blog.assign_default_category_and_tag",
+        "blog.fill_word_counts",
+    ):
+        assert run_backfill(name).outcome is Outcome.COMPLETED, name
+    assert not Post.objects.filter(title__startswith="[").exists()
+    assert not Post.objects.exclude(status__in=["draft", "published", "archived"]).exists()
+    assert not Post.objects.filter(category__isnull=True).exists()
+    assert not Post.objects.filter(slug__isnull=True).exists()
+    assert not Post.objects.filter(word_count__isnull=True).exists()
+    keys = list(Post.objects.values_list("title", "author_id"))
+    assert len(keys) == len(set(keys)) < 2000

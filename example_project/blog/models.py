@@ -5,6 +5,23 @@ from django.db import models
 from django.utils import timezone
 
 
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    class Meta:
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Post(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft"
@@ -25,6 +42,20 @@ class Post(models.Model):
         on_delete=models.SET_NULL,
         related_name="posts",
     )
+    # 0003: the SEO columns move into `metadata` (build_post_metadata, reversible); posts get
+    # a category (normalise_post_categories) and tags; word_count is filled by SQL.
+    seo_title = models.CharField(max_length=200, blank=True, default="")
+    seo_description = models.TextField(blank=True, default="")
+    metadata = models.JSONField(null=True, blank=True)
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="posts"
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="posts")
+    word_count = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        # For remove_duplicate_posts: find a chunk's duplicates without scanning the table.
+        indexes = [models.Index(fields=["title", "author"], name="blog_post_title_author")]
 
     def __str__(self) -> str:
         return self.title

@@ -88,6 +88,8 @@ COMMON = [
     "!!!",
 ]
 BATCH = 5000
+# Written as people do: the same category in several spellings.
+CATEGORIES = ["News", "news", "Release Notes", "release notes", "Tutorials", "Opinion"]
 
 
 class Command(BaseCommand):
@@ -103,14 +105,24 @@ class Command(BaseCommand):
             default=0.02,
             help="Share of posts whose title repeats a common one (0-1).",
         )
+        parser.add_argument(
+            "--messy",
+            type=float,
+            default=0.0,
+            help="Share of posts (0-1) given each everyday defect the example backfills fix: "
+            '"[Category] " title prefixes, padded titles, unknown statuses, future dates, '
+            "exact duplicates.",
+        )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         count, using = options["count"], options["database"]
         if count < 0:
             raise CommandError("--count must be >= 0.")
-        if not 0 <= options["duplicates"] <= 1:
-            raise CommandError("--duplicates must be between 0 and 1.")
+        for share in ("duplicates", "messy"):
+            if not 0 <= options[share] <= 1:
+                raise CommandError(f"--{share} must be between 0 and 1.")
+        messy = options["messy"]
         rng = random.Random(options["seed"])
         started = time.perf_counter()
         authors = self._authors(options["authors"], using)
@@ -128,15 +140,19 @@ class Command(BaseCommand):
                 else:
                     words = [rng.choice(WORDS) for _ in range(rng.randint(4, 8))]
                     title = " ".join(words).capitalize() + f" {rng.randint(1, 10**6)}"
-                batch.append(
-                    Post(
-                        title=title,
-                        body=" ".join(rng.choice(WORDS) for _ in range(30)),
-                        status=rng.choice(statuses),
-                        created_at=now - timedelta(minutes=rng.randint(0, 3 * 365 * 24 * 60)),
-                        author=rng.choice(authors) if authors else None,
-                    )
+                body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 40)))
+                post = Post(
+                    title=title,
+                    body=body,
+                    status=rng.choice(statuses),
+                    created_at=now - timedelta(minutes=rng.randint(0, 3 * 365 * 24 * 60)),
+                    author=rng.choice(authors) if authors else None,
+                    seo_title=title[:60],
+                    seo_description=body[:150],
                 )
+                if messy:
+                    self._make_messy(post, batch, rng, messy, now)
+                batch.append(post)
             with transaction.atomic(using=using):
                 Post.objects.using(using).bulk_create(batch)
             made += len(batch)
@@ -144,6 +160,22 @@ class Command(BaseCommand):
                 self.stdout.write(f"{made:,}/{count:,}")
         elapsed = time.perf_counter() - started
         self.stdout.write(f"Inserted {made:,} posts in {elapsed:.1f}s.")
+
+    def _make_messy(
+        self, post: Post, batch: list[Post], rng: random.Random, share: float, now: Any
+    ) -> None:
+        if rng.random() < share:
+            post.title = f"[{rng.choice(CATEGORIES)}] {post.title}"
+        if rng.random() < share:
+            post.title = f"  {post.title} "
+        if rng.random() < share:
+            post.status = rng.choice(["Published", "deleted", "", "DRAFT"])
+        if rng.random() < share:
+            post.created_at = now + timedelta(days=rng.randint(1, 400))
+        if batch and rng.random() < share:
+            original = rng.choice(batch)
+            post.title, post.author = original.title, original.author
+            post.created_at = original.created_at + timedelta(seconds=rng.randint(1, 10**6))
 
     def _authors(self, n: int, using: str) -> list[Any]:
         User = get_user_model()
