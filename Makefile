@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test test-postgres test-mysql lint clean
+BENCH_ARGS ?=
+
+.PHONY: demo test test-postgres test-mysql lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +46,9 @@ test-mysql:
 _test-mysql: $(INSTALLED)
 	DATABASE_URL=mysql://root@127.0.0.1:3306/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks: the database is DATABASE_URL's (SQLite by default); see bench/run.py.
+bench: $(INSTALLED)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(DEMO_DB)*
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(DEMO_DB)* bench.sqlite3* bench-results*.json
