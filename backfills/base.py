@@ -151,7 +151,10 @@ class Backfill:
     @classmethod
     def is_reversible(cls) -> bool:
         """Whether ``--reverse`` can run this backfill."""
-        return cls.reverse_window is not Backfill.reverse_window or (
+        # reverse_window overridden in user code (the kinds below override it themselves and
+        # say through their own is_reversible() whether their reverse hooks are defined).
+        owner = next(klass for klass in cls.__mro__ if "reverse_window" in vars(klass))
+        return owner.__module__ != __name__ or (
             cls.process_reverse_chunk is not Backfill.process_reverse_chunk
         )
 

@@ -200,6 +200,13 @@ class BackfillRun(models.Model):
         }
 
 
+def describe_age(moment: dt.datetime | None) -> str:
+    """``"12s ago"`` (or ``"never"``), for heartbeats in messages."""
+    if moment is None:
+        return "never"
+    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 

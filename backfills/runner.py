@@ -57,7 +57,7 @@ from .exceptions import (
     RunNotResumable,
     RunOwned,
 )
-from .models import BackfillRun, QuarantinedRow
+from .models import BackfillRun, QuarantinedRow, describe_age
 from .parameters import from_json, parse_parameters, to_json
 from .signals import signal_listener
 from .sizing import ChunkSizer
@@ -420,7 +420,7 @@ class Runner:
             raise RunOwned(
                 f"Run #{run.pk} of {run.name} is owned by another process: host "
                 f"{run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
-                f"{_ago(run.heartbeat_at)}). It is taken over automatically once its "
+                f"{describe_age(run.heartbeat_at)}). It is taken over automatically once its "
                 f"heartbeat is older than {conf.get('LEASE_SECONDS'):g}s; pass --force if you "
                 "know that process is dead."
             )
@@ -940,12 +940,6 @@ def apply_chunk_timeouts(connection: Any) -> None:
 
 def _describe(parameters: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(parameters.items())) or "none"
-
-
-def _ago(moment: Any) -> str:
-    if moment is None:
-        return "never"
-    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
 
 
 def run_backfill(

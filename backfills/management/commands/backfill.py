@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -22,7 +24,7 @@ from backfills.base import Backfill
 from backfills.dryrun import dry_run
 from backfills.events import Listener
 from backfills.exceptions import Abort, BackfillError, CheckFailed
-from backfills.models import BackfillRun, QuarantinedRow
+from backfills.models import BackfillRun, QuarantinedRow, describe_age
 from backfills.parameters import from_json, parse_parameters, split_assignments
 from backfills.progress import (
     JsonProgress,
@@ -280,14 +282,15 @@ class Command(BaseCommand):
     def handle_list(self, **options: Any) -> None:
         latest = self._latest_runs()
         table = Table(title="Registered backfills", title_justify="left")
-        for column in ("name", "model", "description", "latest run"):
+        for column in ("name", "model", "description", "reverse", "latest run"):
             table.add_column(column)
         for backfill_cls in registry:
             run = latest.get(backfill_cls.name or "")
             table.add_row(
-                backfill_cls.name + (" ↺" if backfill_cls.is_reversible() else ""),
+                backfill_cls.name,
                 _model_label(backfill_cls),
                 backfill_cls.get_description(),
+                "yes" if backfill_cls.is_reversible() else "-",
                 f"#{run.pk} {run.state}" if run else "never run",
             )
         if not len(registry):
@@ -517,7 +520,7 @@ class Command(BaseCommand):
             if run.state == State.RUNNING and run.owner_token:
                 self.stdout.write(
                     f"#{run.pk} {run.name}: owned by {run.owner_host} pid {run.owner_pid}, "
-                    f"heartbeat {_ago(run.heartbeat_at)}"
+                    f"heartbeat {describe_age(run.heartbeat_at)}"
                 )
             if run.error_class and run.state == State.FAILED:
                 self.stdout.write(f"#{run.pk} {run.name} failed: {run.last_error}")
@@ -725,9 +728,6 @@ class Command(BaseCommand):
         )
 
     def _owner_alive(self, run: BackfillRun) -> bool:
-        import socket
-        from datetime import timedelta
-
         if run.heartbeat_at is None:
             return False
         if run.owner_host == socket.gethostname() and run.owner_pid:
@@ -745,12 +745,6 @@ def _model_label(backfill_cls: type[Backfill]) -> str:
         return backfill_cls.get_model()._meta.label
     except BackfillError as exc:
         return f"(error: {exc})"
-
-
-def _ago(moment: Any) -> str:
-    if moment is None:
-        return "never"
-    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
 
 
 def _status_cells(run: BackfillRun) -> list[str]:
