@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -244,7 +245,7 @@ class RichProgress:
     def __call__(self, event: Event) -> None:
         run = event.run
         if isinstance(event, RunStarted):
-            self.console.print(start_message(event))
+            self.console.print(start_message(event), markup=False, highlight=False)
             self.task = self.progress.add_task(
                 run.name,
                 total=run.rows_total or None,
@@ -268,10 +269,10 @@ class RichProgress:
         elif isinstance(event, Retrying):
             self.progress.update(
                 self.task,
-                status=f"[yellow]retry {event.attempt}: {type(event.error).__name__}[/]",
+                status=f"[yellow]retry {event.attempt}: {escape(type(event.error).__name__)}[/]",
             )
         elif isinstance(event, Throttled):
-            self.progress.update(self.task, status=f"[yellow]throttled: {event.reason}[/]")
+            self.progress.update(self.task, status=f"[yellow]throttled: {escape(event.reason)}[/]")
         elif isinstance(event, ThrottleCleared):
             self.progress.update(self.task, status="")
         elif isinstance(event, SettingsChanged):

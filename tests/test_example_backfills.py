@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from django.core.management import call_command
 
@@ -194,3 +196,15 @@ def test_every_example_backfill_on_messy_seeded_data() -> None:
     assert not Post.objects.filter(word_count__isnull=True).exists()
     keys = list(Post.objects.values_list("title", "author_id"))
     assert len(keys) == len(set(keys)) < 2000
+
+
+def test_dry_run_shows_bracketed_values_literally(
+    run_command: Callable[..., tuple[str, str]],
+) -> None:
+    make_post("[release notes] 2.0")
+
+    out, _ = run_command("run", "blog.normalise_post_categories", "--dry-run")
+
+    # Table cells are data, not rich markup: "[release notes]" must not vanish.
+    assert "'[release notes] 2.0'" in out and "'2.0'" in out
+    assert Post.objects.get().title == "[release notes] 2.0"

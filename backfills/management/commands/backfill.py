@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from backfills import conf
 from backfills.base import Backfill
@@ -286,7 +287,8 @@ class Command(BaseCommand):
             table.add_column(column)
         for backfill_cls in registry:
             run = latest.get(backfill_cls.name or "")
-            table.add_row(
+            _add_row(
+                table,
                 backfill_cls.name,
                 _model_label(backfill_cls),
                 backfill_cls.get_description(),
@@ -408,7 +410,7 @@ class Command(BaseCommand):
                 table.add_column(column, overflow="fold")
             for pk, diff in report.changes:
                 for name, (before, after) in diff.items():
-                    table.add_row(str(pk), name, repr(before), repr(after))
+                    _add_row(table, str(pk), name, repr(before), repr(after))
             self.console.print(table)
         else:
             write("No sampled row changed.")
@@ -508,7 +510,7 @@ class Command(BaseCommand):
                 max_width=36 if column == "last error" else None,
             )
         for run in runs_list:
-            table.add_row(*_status_cells(run)[: len(columns)])
+            _add_row(table, *_status_cells(run)[: len(columns)])
         self.console.print(table)
         for run in runs_list:
             if run.status_reason and run.state in (State.PAUSED, State.CANCELLED):
@@ -545,7 +547,8 @@ class Command(BaseCommand):
             table.add_column(column, overflow="fold")
         for row in rows:
             first = (row.error_message.strip().splitlines() or [""])[0]
-            table.add_row(
+            _add_row(
+                table,
                 row.row_pk,
                 f"#{row.run_id}",
                 f"{row.error_class}: {first}",
@@ -734,6 +737,11 @@ class Command(BaseCommand):
             return pid_alive(run.owner_pid)
         lease = timedelta(seconds=float(conf.get("LEASE_SECONDS")))
         return timezone.now() - run.heartbeat_at < lease
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """Add cells as plain text: data ("[News] ...", "[Errno 111]") is not rich markup."""
+    table.add_row(*(Text(cell) for cell in cells))
 
 
 def _verb(state: str) -> str:
