@@ -210,9 +210,11 @@ class Backfill:
         return self.model_class._base_manager.using(self.using).bulk_update(rows, fields)
 
     def write_rows(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
-        """Write *fields* of *rows* back in one ``UPDATE ... FROM (VALUES ...)`` statement
-        (the fastest correct form on each database); see ``backfills.writers``."""
-        return write_rows(self.model_class, rows, fields, self.using)
+        """Write *fields* of this chunk's *rows* back in one ``UPDATE ... FROM (VALUES ...)``
+        statement (the fastest correct form on each database); see ``backfills.writers``.
+
+        Only rows inside the current chunk's primary key window are written."""
+        return write_rows(self.model_class, rows, fields, self.using, window=self.window)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} using={self.using!r}>"

@@ -11,23 +11,37 @@ Joining the table to a list of ``(pk, value, ...)`` rows is a single hash or ind
 
 Only the named fields are written. Values go through each field's ``get_db_prep_save()``, as
 ``Model.save()`` would do.
+
+Given the chunk's primary key window, the statement also says ``pk > lower AND pk <= upper``:
+without it PostgreSQL plans a VALUES list of more than a few thousand rows as a hash join over a
+sequential scan of the whole table, so a chunk's cost would grow with the table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models
+
+if TYPE_CHECKING:
+    from .chunking import Window
 
 # Bind parameters per statement: psycopg's protocol limit; SQLite's default is 32766.
 MAX_PARAMS = 32_000
 
 
 def write_rows(
-    model: type[models.Model], rows: Iterable[models.Model], fields: Sequence[str], using: str
+    model: type[models.Model],
+    rows: Iterable[models.Model],
+    fields: Sequence[str],
+    using: str,
+    window: Window | None = None,
 ) -> int:
-    """UPDATE *fields* of *rows* (by primary key) and return how many rows matched."""
+    """UPDATE *fields* of *rows* (by primary key) and return how many rows matched.
+
+    *window*, when given, must contain every row's primary key; it bounds the scan.
+    """
     rows = list(rows)
     if not rows:
         return 0
@@ -55,6 +69,17 @@ def write_rows(
             for field in concrete:
                 params.append(field.get_db_prep_save(getattr(row, field.attname), connection))
         sql = build(connection, meta.db_table, pk, concrete, len(batch))
+        if window is not None:
+            column = (
+                f"{connection.ops.quote_name(meta.db_table)}.{connection.ops.quote_name(pk.column)}"
+            )
+            if connection.vendor == "mysql":
+                column = f"t.{connection.ops.quote_name(pk.column)}"
+            sql += f" AND {column} <= %s"
+            params.append(pk.get_db_prep_value(window.upper, connection))
+            if window.lower is not None:
+                sql += f" AND {column} > %s"
+                params.append(pk.get_db_prep_value(window.lower, connection))
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             matched += cursor.rowcount
@@ -91,5 +116,5 @@ def _mysql(connection: Any, table: str, pk: Any, fields: list[Any], count: int) 
     assignments = ", ".join(f"t.{q(f.column)} = v.{q(f.column)}" for f in fields)
     return (
         f"UPDATE {q(table)} AS t INNER JOIN ({values}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
-        f"SET {assignments}"
+        f"SET {assignments} WHERE 1 = 1"
     )
