@@ -913,12 +913,17 @@ def apply_chunk_timeouts(connection: Any) -> None:
     lock = conf.get("LOCK_TIMEOUT")
     statement = conf.get("STATEMENT_TIMEOUT")
     if connection.vendor == "postgresql":
-        # SET LOCAL: scoped to the chunk's transaction, gone at commit or rollback.
-        with connection.cursor() as cursor:
-            if lock is not None:
-                cursor.execute(f"SET LOCAL lock_timeout = {int(float(lock) * 1000)}")
-            if statement is not None:
-                cursor.execute(f"SET LOCAL statement_timeout = {int(float(statement) * 1000)}")
+        # set_config(..., true) is SET LOCAL: scoped to the chunk's transaction, gone at commit
+        # or rollback. Both in one statement: one round trip per chunk.
+        settings = [
+            (name, f"{int(float(value) * 1000)}ms")
+            for name, value in (("lock_timeout", lock), ("statement_timeout", statement))
+            if value is not None
+        ]
+        if settings:
+            calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {calls}", [v for pair in settings for v in pair])
     elif connection.vendor == "mysql":
         # Session variables: set once per physical connection (a reconnect starts afresh).
         raw = connection.connection

@@ -4,8 +4,8 @@ Django's ``bulk_update`` builds ``SET f = CASE WHEN pk=1 THEN ... WHEN pk=2 ... 
 WHEN per row and field, which the database evaluates row by row (quadratic in the chunk size).
 Joining the table to a list of ``(pk, value, ...)`` rows is a single hash or index join:
 
-- PostgreSQL: ``UPDATE t SET f = v.f FROM (VALUES (%s::int, %s::text), ...) AS v(pk, f)
-  WHERE t.pk = v.pk`` (casts from each field's column type, so NULLs and JSON are typed);
+- PostgreSQL: ``UPDATE t SET f = v.f FROM unnest(%s::int[], %s::text[]) AS v(pk, f)
+  WHERE t.pk = v.pk``: one array per column, typed from each field's column type;
 - SQLite 3.33+: the same with ``UPDATE ... FROM (VALUES ...)`` (columns ``column1``, ...);
 - MariaDB/MySQL: ``UPDATE t JOIN (SELECT %s AS pk, %s AS f UNION ALL SELECT ...) v ON ...``.
 
@@ -60,15 +60,19 @@ def write_rows(
     build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
     if build is None:  # another backend: Django's portable path
         return model._base_manager.using(using).bulk_update(rows, list(fields))
+    if connection.vendor == "postgresql":
+        per_statement = len(rows)  # arrays: two parameters per column, whatever the count
     matched = 0
     for start in range(0, len(rows), per_statement):
         batch = rows[start : start + per_statement]
-        params: list[Any] = []
-        for row in batch:
-            params.append(pk.get_db_prep_save(row.pk, connection))
-            for field in concrete:
-                params.append(field.get_db_prep_save(getattr(row, field.attname), connection))
-        sql = build(connection, meta.db_table, pk, concrete, len(batch))
+        values = [
+            [
+                pk.get_db_prep_save(row.pk, connection),
+                *(f.get_db_prep_save(getattr(row, f.attname), connection) for f in concrete),
+            ]
+            for row in batch
+        ]
+        sql, params = build(connection, meta.db_table, pk, concrete, values)
         if window is not None:
             column = (
                 f"{connection.ops.quote_name(meta.db_table)}.{connection.ops.quote_name(pk.column)}"
@@ -86,35 +90,46 @@ def write_rows(
     return matched
 
 
-def _postgresql(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+def _postgresql(
+    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
+) -> tuple[str, list[Any]]:
+    # One array per column, unnested into rows: a short statement whatever the chunk size
+    # (thousands of %s placeholders cost more to parse client-side than the UPDATE itself).
     q = connection.ops.quote_name
     casts = [pk.cast_db_type(connection), *(f.cast_db_type(connection) for f in fields)]
-    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
     names = ", ".join([q("pk"), *(q(f.column) for f in fields)])
     assignments = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
-    return (
-        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) "
-        f"AS v({names}) WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
+    sql = (
+        f"UPDATE {q(table)} SET {assignments} FROM unnest({arrays}) AS v({names}) "
+        f"WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
     )
+    return sql, [list(column) for column in zip(*values, strict=True)]
 
 
-def _sqlite(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+def _sqlite(
+    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
+) -> tuple[str, list[Any]]:
     q = connection.ops.quote_name
     row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
     assignments = ", ".join(f"{q(f.column)} = v.column{i + 2}" for i, f in enumerate(fields))
-    return (
-        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * count)}) AS v "
-        f"WHERE {q(table)}.{q(pk.column)} = v.column1"
+    sql = (
+        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * len(values))}) "
+        f"AS v WHERE {q(table)}.{q(pk.column)} = v.column1"
     )
+    return sql, [value for row_values in values for value in row_values]
 
 
-def _mysql(connection: Any, table: str, pk: Any, fields: list[Any], count: int) -> str:
+def _mysql(
+    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
+) -> tuple[str, list[Any]]:
     q = connection.ops.quote_name
     first = "SELECT " + ", ".join(["%s AS " + q("pk"), *(f"%s AS {q(f.column)}" for f in fields)])
     other = "SELECT " + ", ".join(["%s"] * (len(fields) + 1))
-    values = " UNION ALL ".join([first] + [other] * (count - 1))
+    union = " UNION ALL ".join([first] + [other] * (len(values) - 1))
     assignments = ", ".join(f"t.{q(f.column)} = v.{q(f.column)}" for f in fields)
-    return (
-        f"UPDATE {q(table)} AS t INNER JOIN ({values}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
+    sql = (
+        f"UPDATE {q(table)} AS t INNER JOIN ({union}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
         f"SET {assignments} WHERE 1 = 1"
     )
+    return sql, [value for row_values in values for value in row_values]
