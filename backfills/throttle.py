@@ -184,7 +184,16 @@ def evaluate(checks: Iterable[HealthCheck], backfill: Backfill) -> Health:
     verdicts = []
     for check in checks:
         name = getattr(check, "__name__", type(check).__name__)
-        verdict = Health.coerce(check(backfill), name)
+        try:
+            verdict = Health.coerce(check(backfill), name)
+        except Exception as exc:
+            # A check that cannot answer (its database connection dropped, say) means "not
+            # now", not "fail the run": the wait is visible with this reason, and the next
+            # evaluation starts on a fresh connection.
+            connection = connections[backfill.using]
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            verdict = Health(False, f"health check {name} failed: {type(exc).__name__}: {exc}")
         if verdict.critical:
             return verdict
         verdicts.append(verdict)
