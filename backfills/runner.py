@@ -265,7 +265,11 @@ class Runner:
         name = self.backfill_cls.name
         assert name is not None
         direction = " (reverse)" if self.options.reverse else ""
-        active = self._runs().filter(active_key=self.key).first()
+        # One read: the live run, if any, is the latest one of its direction. Reading the
+        # live run and then the latest separately races with a concurrent creator, whose new
+        # run would look unfinished but inactive ("was pending; pass --restart").
+        latest = self._latest_run()
+        active = latest if latest is not None and latest.active_key == self.key else None
         if active is not None and not self.options.restart:
             self._use_parameters(active)
         if active is not None:
@@ -279,7 +283,6 @@ class Runner:
             else:
                 return active, False
         else:
-            latest = self._latest_run()
             if latest is not None and not self.options.restart:
                 if latest.state == State.COMPLETED:
                     return None, False
@@ -378,6 +381,10 @@ class Runner:
             # The owner is known dead (same host, no such pid) or the user says so: take over
             # the lease we saw, still conditionally, so a concurrent claimer cannot also win.
             free |= Q(owner_token=run.owner_token)
+        elif run.owner_token and run.heartbeat_at and run.heartbeat_at >= stale_before:
+            # A live owner: refuse on what we read instead of queueing behind its chunk for
+            # the write lock (SQLite) or the row lock (the checkpoint UPDATE).
+            raise self._owned(run)
         # Options given now win; otherwise the run keeps the settings it was created with
         # (or that `backfill set` gave it).
         given_size = self.options.batch_size is not None or self.options.target_chunk_time
@@ -412,18 +419,7 @@ class Runner:
         if claimed != 1 or run.owner_token != self.token:
             if run.state in BackfillRun.FINAL:
                 raise RunNotResumable(f"Run #{run.pk} of {run.name} is already {run.state}.")
-            since = (
-                timezone.localtime(run.owned_since).isoformat(timespec="seconds")
-                if (run.owned_since)
-                else "?"
-            )
-            raise RunOwned(
-                f"Run #{run.pk} of {run.name} is owned by another process: host "
-                f"{run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
-                f"{describe_age(run.heartbeat_at)}). It is taken over automatically once its "
-                f"heartbeat is older than {conf.get('LEASE_SECONDS'):g}s; pass --force if you "
-                "know that process is dead."
-            )
+            raise self._owned(run)
         self._settings_version = run.settings_version
         self._configure_sizer(run, resumed_size=run.last_chunk_size)
         return took_over
@@ -438,6 +434,20 @@ class Runner:
             min_size=int(conf.get("MIN_BATCH_SIZE")),
             max_size=int(conf.get("MAX_BATCH_SIZE")),
             growth=float(conf.get("BATCH_GROWTH")),
+        )
+
+    def _owned(self, run: BackfillRun) -> RunOwned:
+        since = (
+            timezone.localtime(run.owned_since).isoformat(timespec="seconds")
+            if (run.owned_since)
+            else "?"
+        )
+        return RunOwned(
+            f"Run #{run.pk} of {run.name} is owned by another process: host "
+            f"{run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
+            f"{describe_age(run.heartbeat_at)}). It is taken over automatically once its "
+            f"heartbeat is older than {conf.get('LEASE_SECONDS'):g}s; pass --force if you "
+            "know that process is dead."
         )
 
     def _update_owned(self, run: BackfillRun, **fields: Any) -> int:

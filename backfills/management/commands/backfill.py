@@ -314,14 +314,18 @@ class Command(BaseCommand):
                 f"{backfill_cls.name} has no unfinished run to resume; use `backfill run`."
             )
         if run.requested_state == State.PAUSED and run.owner_token and self._owner_alive(run):
-            BackfillRun.objects.using(self.database).filter(
-                pk=run.pk, requested_state=State.PAUSED
-            ).update(requested_state="")
-            self.stdout.write(
-                f"Withdrew the pause request: run #{run.pk} keeps running on "
-                f"{run.owner_host} (pid {run.owner_pid})."
+            withdrawn = (
+                BackfillRun.objects.using(self.database)
+                .filter(pk=run.pk, owner_token=run.owner_token, requested_state=State.PAUSED)
+                .update(requested_state="")
             )
-            return
+            if withdrawn:
+                self.stdout.write(
+                    f"Withdrew the pause request: run #{run.pk} keeps running on "
+                    f"{run.owner_host} (pid {run.owner_pid})."
+                )
+                return
+            # The owner acted on the request meanwhile (it paused): resume the run here.
         self._run(backfill_cls, options, restart=False)
 
     def _run(self, backfill_cls: type[Backfill], options: dict[str, Any], restart: bool) -> None:
@@ -678,8 +682,12 @@ class Command(BaseCommand):
                 raise CommandError("Cancel aborted.")
         runs = BackfillRun.objects.using(self.database)
         if run.owner_token and self._owner_alive(run):
-            if not runs.filter(pk=run.pk, active_key=run.active_key).update(requested_state=state):
-                raise CommandError(f"Run #{run.pk} of {run.label} finished meanwhile.")
+            asked = runs.filter(
+                pk=run.pk, owner_token=run.owner_token, active_key=run.active_key
+            ).update(requested_state=state)
+            if not asked:
+                # It finished or stopped meanwhile: nobody would act on the request.
+                raise CommandError(f"Run #{run.pk} of {run.label} finished or stopped meanwhile.")
             self.stdout.write(
                 f"Asked run #{run.pk} of {run.name} (host {run.owner_host}, pid "
                 f"{run.owner_pid}) to {_verb(state)} at its next chunk boundary."

@@ -1,0 +1,217 @@
+"""Chaos: a real `manage.py backfill run` killed at random moments, again and again.
+
+Every kill leaves the database as the chunk transactions left it; after each one the data must
+match the checkpoint (rows up to the cursor counted once, the rest not at all), and after a
+final run every row must have been counted exactly once.
+
+The kill moments come from a seeded ``random.Random``: set CHAOS_SEED to replay or vary them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.db import connection
+
+from backfills.models import BackfillRun
+from tests.conftest import manage, start_manage, wait_for
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NAME = "testapp.chaos_count_items"  # 50 rows a chunk, each chunk held open ~30 ms
+ROWS = 20_000
+BATCH = 50
+#: Kills that land after the process claimed the run and committed a chunk.
+MID_RUN_KILLS = 12
+#: Share of extra kills at a random moment after spawning: during start-up, the claim or a chunk.
+EARLY_SHARE = 0.25
+SEED = int(os.environ.get("CHAOS_SEED", "12345"))
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[list[str]], subprocess.Popen[str]]]:
+    """start_manage(args, project="tests"), killing what still runs when the test ends."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str]) -> subprocess.Popen[str]:
+        processes.append(start_manage(args, project="tests"))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def wait_until_killed_sessions_end() -> None:
+    """Wait until no other session is connected to the test database.
+
+    A client killed right after it sent COMMIT does not take the commit with it: its server
+    session still finishes the statement and only then notices the client is gone. Until that
+    session has ended the data may still change under the test. (SQLite has no server.)
+    """
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    elif connection.vendor == "mysql":
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+        )
+    else:
+        return
+
+    def alone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0] == 0
+
+    wait_for(alone)
+
+
+def latest_run() -> BackfillRun | None:
+    return BackfillRun.objects.filter(name=NAME).order_by("-id").first()
+
+
+def chunks_done() -> int:
+    run = latest_run()
+    return run.chunks_done if run else 0
+
+
+def working_or_ended(process: subprocess.Popen[str], chunks_before: int) -> bool:
+    """*process* owns the run and has committed a chunk of its own, or it has exited."""
+    if process.poll() is not None:
+        return True
+    run = latest_run()
+    return run is not None and run.owner_pid == process.pid and run.chunks_done > chunks_before
+
+
+def histogram() -> Counter[int]:
+    return Counter(Item.objects.values_list("counter", flat=True))
+
+
+def assert_data_matches_checkpoint(run: BackfillRun) -> None:
+    """What the run row says is committed is exactly what the table holds."""
+    assert run.rows_scanned == run.rows_processed == run.chunks_done * BATCH
+    assert histogram() == +Counter({1: run.rows_processed, 0: ROWS - run.rows_processed})
+    if run.cursor is not None:
+        cursor = int(run.cursor)
+        assert not Item.objects.filter(pk__lte=cursor).exclude(counter=1).exists()
+        assert not Item.objects.filter(pk__gt=cursor).exclude(counter=0).exists()
+
+
+def expected_start(previous: BackfillRun | None, sig: signal.Signals) -> str:
+    if previous is None:
+        return "Started run #"
+    # After SIGKILL the dead owner still holds the lease; after SIGTERM it released it.
+    if previous.owner_token:
+        return f"Taking over run #{previous.pk} of {NAME} from its checkpoint"
+    return f"Resuming run #{previous.pk} of {NAME} from its checkpoint"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_killed_at_random_moments_every_row_is_counted_exactly_once(
+    sig: signal.Signals, spawn: Callable[[list[str]], subprocess.Popen[str]]
+) -> None:
+    seed = SEED + int(sig)
+    rng = random.Random(seed)
+    Item.objects.bulk_create([Item() for _ in range(ROWS)], batch_size=2000)
+    started = time.monotonic()
+    mid_run_kills = early_kills = late_commits = 0
+    kill_points: list[int] = []  # chunks committed when each kill landed
+    early_landed: Counter[str] = Counter()  # where the early kills hit the process
+
+    while mid_run_kills < MID_RUN_KILLS:
+        before = latest_run()
+        done_before = before.chunks_done if before else 0
+        early = before is not None and rng.random() < EARLY_SHARE
+        process = spawn(["backfill", "run", NAME, "--progress-interval", "0"])
+        if early:
+            time.sleep(rng.uniform(0.0, 0.6))
+        else:
+            wait_for(functools.partial(working_or_ended, process, done_before))
+            run = latest_run()
+            assert run is not None
+            assert run.owner_pid == process.pid
+            time.sleep(rng.uniform(0.0, 0.3))
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended by itself ({process.returncode}):\n{out}\n{err}")
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+        seen = latest_run()
+        wait_until_killed_sessions_end()
+        run = latest_run()
+        assert run is not None and seen is not None
+        late_commits += run.chunks_done - seen.chunks_done
+        kill_points.append(run.chunks_done)
+
+        if sig == signal.SIGKILL:
+            assert process.returncode == -signal.SIGKILL
+            # A kill -9 leaves the run `running`, owned by a dead pid on this host.
+            assert run.state == "running"
+            assert run.owner_token
+            if not early:
+                assert run.owner_pid == process.pid
+            else:
+                early_landed["after claim" if run.owner_pid == process.pid else "before claim"] += 1
+        elif early and process.returncode == -signal.SIGTERM:
+            # Killed during start-up, before the command installed its handlers: untouched.
+            assert before is not None
+            assert (run.state, run.chunks_done) == (before.state, before.chunks_done)
+            early_landed["before the handlers"] += 1
+        else:
+            if early:
+                early_landed["handled"] += 1
+            assert process.returncode == 128 + signal.SIGTERM, err
+            assert "SIGTERM received: stopping after the current chunk commits" in err
+            assert run.state == "paused"
+            assert run.status_reason == "interrupted by SIGTERM"
+            assert run.owner_token is None
+        if not early:
+            assert expected_start(before, sig) in out, out
+            assert run.chunks_done > done_before
+            mid_run_kills += 1
+        else:
+            early_kills += 1
+        assert run.chunks_done < ROWS // BATCH, "the kills came too late to land mid-run"
+        assert_data_matches_checkpoint(run)
+
+    before = latest_run()
+    code, out, err = manage(
+        ["backfill", "run", NAME, "--batch-size", "2000", "--progress-interval", "0"],
+        project="tests",
+    )
+    elapsed = time.monotonic() - started
+
+    assert code == 0, err
+    assert expected_start(before, sig) in out
+    assert f"Completed run #{before.pk} of {NAME}: {ROWS:,} rows walked, {ROWS:,} processed" in out
+    run = latest_run()
+    assert run is not None
+    assert (run.state, run.rows_scanned, run.rows_processed) == ("completed", ROWS, ROWS)
+    assert run.owner_token is None and run.active_key is None
+    assert BackfillRun.objects.count() == 1
+    final = histogram()
+    kills = mid_run_kills + early_kills
+    print(
+        f"\nchaos {sig.name} seed={seed}: {kills} kills ({mid_run_kills} mid-run, "
+        f"{early_kills} at a random moment after spawning: {dict(early_landed)}), chunks "
+        f"committed at each kill {kill_points} ({late_commits} committed by the server after "
+        f"the client was seen dead), final counter histogram {dict(final)}, {elapsed:.1f}s"
+    )
+    assert kills >= 10
+    assert mid_run_kills >= 10
+    assert final == {1: ROWS}
