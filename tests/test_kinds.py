@@ -187,3 +187,30 @@ def test_items_are_untouched_by_record_backfills() -> None:
     make_records(3)
     run_backfill("testapp.fill_records")
     assert set(Item.objects.values_list("counter", "note")) == {(0, "")}
+
+
+def test_status_shows_parameters(run_command: Run) -> None:
+    make_records(3)
+    run_command(
+        "run", "testapp.scale_records_sql", "--param", "note=ticket 42", "--progress", "none"
+    )
+    out, _ = run_command("status", "testapp.scale_records_sql")
+    assert "testapp.scale_records_sql: parameters factor=2, note=ticket 42" in out
+
+
+def test_system_check_warns_about_backfills_that_can_run_but_never_completed() -> None:
+    from backfills.checks import check_pending_backfills
+
+    def warned() -> set[str]:
+        return {
+            m.obj.name
+            for m in check_pending_backfills(databases=["default"])
+            if m.id == "backfills.W001"
+        }
+
+    # blog.populate_post_slugs requires blog.0002 (applied in the test database) and never ran.
+    assert "blog.populate_post_slugs" in warned()
+    # testapp.needs_future_migration requires a migration that does not exist: not yet runnable.
+    assert "testapp.needs_future_migration" not in warned()
+    run_backfill("blog.populate_post_slugs")
+    assert "blog.populate_post_slugs" not in warned()

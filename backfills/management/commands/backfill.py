@@ -519,6 +519,9 @@ class Command(BaseCommand):
         for run in runs_list:
             if run.status_reason and run.state in (State.PAUSED, State.CANCELLED):
                 self.stdout.write(f"#{run.pk} {run.name}: {run.status_reason}")
+            if run.parameters:
+                described = ", ".join(f"{k}={v}" for k, v in sorted(run.parameters.items()))
+                self.stdout.write(f"#{run.pk} {run.label}: parameters {described}")
             if run.throttle_reason and run.state == State.RUNNING:
                 self.stdout.write(f"#{run.pk} {run.name}: throttled: {run.throttle_reason}")
             if run.requested_state:
