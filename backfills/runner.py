@@ -149,6 +149,17 @@ def _own_migrations() -> tuple[tuple[str, str], ...]:
     return tuple(key for key in loader.disk_migrations if key[0] == "backfills")
 
 
+def owner_alive(run: BackfillRun) -> bool:
+    """Whether a live process holds *run*'s lease, as far as this host can tell: the pid on
+    this host, the heartbeat's age for another host."""
+    if not run.owner_token or run.heartbeat_at is None:
+        return False
+    if run.owner_host == socket.gethostname() and run.owner_pid:
+        return pid_alive(run.owner_pid)
+    lease = timedelta(seconds=float(conf.get("LEASE_SECONDS")))
+    return timezone.now() - run.heartbeat_at < lease
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with *pid* exists on this host."""
     try:
@@ -274,12 +285,23 @@ class Runner:
             self._use_parameters(active)
         if active is not None:
             if self.options.restart:
-                self._runs().filter(pk=active.pk).update(
-                    state=State.CANCELLED,
-                    active_key=None,
-                    finished_at=timezone.now(),
-                    status_reason="superseded by --restart",
+                # Never restart under a live owner: it would go on committing chunks of the
+                # run we cancel while the new run does them again.
+                if self._owner_alive(active):
+                    raise self._owned(active)
+                superseded = (
+                    self._runs()
+                    .filter(pk=active.pk, owner_token=active.owner_token)
+                    .update(
+                        state=State.CANCELLED,
+                        active_key=None,
+                        finished_at=timezone.now(),
+                        status_reason="superseded by --restart",
+                        **self._release_fields(),
+                    )
                 )
+                if not superseded:
+                    raise RunOwned(f"Run #{active.pk} of {name} changed while restarting; retry.")
             else:
                 return active, False
         else:
@@ -435,6 +457,9 @@ class Runner:
             max_size=int(conf.get("MAX_BATCH_SIZE")),
             growth=float(conf.get("BATCH_GROWTH")),
         )
+
+    def _owner_alive(self, run: BackfillRun) -> bool:
+        return not self.options.force and owner_alive(run)
 
     def _owned(self, run: BackfillRun) -> RunOwned:
         since = (

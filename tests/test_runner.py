@@ -270,3 +270,29 @@ def test_checkpoint_and_chunk_share_the_transaction() -> None:
                 cursor.execute("DROP TRIGGER chunks_cap")
             else:
                 cursor.execute(f"ALTER TABLE {quoted} DROP CONSTRAINT chunks_cap")
+
+
+def test_restart_is_refused_while_a_live_process_owns_the_run() -> None:
+    _claimed_by("another-host", 4242, heartbeat_age=1)
+
+    with pytest.raises(RunOwned, match="host another-host, pid 4242"):
+        run_backfill("testapp.count_items", restart=True)
+
+    run = BackfillRun.objects.get()
+    assert (run.state, run.owner_token) == ("running", "someone-else")
+    assert counters(Item) == [1] * 10 + [0] * 20
+
+
+def test_restart_supersedes_a_run_whose_owner_is_gone() -> None:
+    _claimed_by("another-host", 4242, heartbeat_age=120)
+
+    assert run_backfill("testapp.count_items", restart=True).outcome is Outcome.COMPLETED
+
+    old, new = BackfillRun.objects.order_by("id")
+    assert (old.state, old.status_reason, old.owner_token) == (
+        "cancelled",
+        "superseded by --restart",
+        None,
+    )
+    assert new.state == "completed"
+    assert counters(Item) == [2] * 10 + [1] * 20

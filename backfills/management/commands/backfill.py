@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -40,7 +38,7 @@ from backfills.runner import (
     Runner,
     RunOptions,
     check_requirements,
-    pid_alive,
+    owner_alive,
     retry_quarantined,
 )
 
@@ -742,12 +740,7 @@ class Command(BaseCommand):
         )
 
     def _owner_alive(self, run: BackfillRun) -> bool:
-        if run.heartbeat_at is None:
-            return False
-        if run.owner_host == socket.gethostname() and run.owner_pid:
-            return pid_alive(run.owner_pid)
-        lease = timedelta(seconds=float(conf.get("LEASE_SECONDS")))
-        return timezone.now() - run.heartbeat_at < lease
+        return owner_alive(run)
 
 
 def _add_row(table: Table, *cells: str) -> None:
