@@ -208,3 +208,27 @@ def test_dry_run_shows_bracketed_values_literally(
     # Table cells are data, not rich markup: "[release notes]" must not vanish.
     assert "'[release notes] 2.0'" in out and "'2.0'" in out
     assert Post.objects.get().title == "[release notes] 2.0"
+
+
+def test_post_check_failure_marks_the_run_failed_and_a_rerun_rechecks() -> None:
+    from backfills.events import ChunkCommitted, Event
+    from backfills.exceptions import BackfillFailed
+    from backfills.models import BackfillRun
+
+    Post.objects.bulk_create(Post(title=f"Post {n}") for n in range(20))
+
+    def app_inserts_a_post_without_slug(event: Event) -> None:
+        if isinstance(event, ChunkCommitted) and event.run.chunks_done == 1:
+            make_post("Written by the application, above the horizon")
+
+    with pytest.raises(BackfillFailed, match="post_check failed: 1 posts still have no slug"):
+        run_backfill(
+            "blog.populate_post_slugs", batch_size=5, listeners=[app_inserts_a_post_without_slug]
+        )
+    run = BackfillRun.objects.get()
+    assert run.state == "failed" and run.rows_scanned == 20
+    assert run.error_class == "backfills.exceptions.CheckFailed"
+
+    # The application fixes its own row; running again re-checks and completes.
+    Post.objects.filter(slug__isnull=True).update(slug="written-by-the-app")
+    assert run_backfill("blog.populate_post_slugs").outcome is Outcome.COMPLETED
