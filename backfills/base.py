@@ -50,6 +50,9 @@ class Backfill:
     #: are isolated; those are recorded as QuarantinedRow and the rest of the chunk commits.
     #: ``backfill errors NAME`` lists them, ``backfill retry-failed NAME`` reprocesses them.
     quarantine: ClassVar[bool] = False
+    #: Upper bound for adaptive chunk sizes (None: the MAX_BATCH_SIZE setting). Kinds that
+    #: load no rows into Python raise it, so their chunks can reach the target time.
+    max_batch_size: ClassVar[int | None] = None
     #: Typed parameters given as ``--param key=value``: ``{"days": Parameter(int, default=30)}``.
     #: Read them as ``self.params.days``.
     parameters: ClassVar[Mapping[str, Parameter]] = {}
@@ -278,6 +281,7 @@ class UpdateBackfill(Backfill):
 
     updates: ClassVar[Mapping[str, Any]] = {}
     reverse_updates: ClassVar[Mapping[str, Any] | None] = None
+    max_batch_size = 200_000
 
     def get_updates(self) -> Mapping[str, Any]:
         """The ``field=expression`` assignments for ``QuerySet.update()``."""
@@ -337,6 +341,7 @@ class SQLBackfill(Backfill):
 
     sql: ClassVar[str | Mapping[str, str]] = ""
     reverse_sql: ClassVar[str | Mapping[str, str] | None] = None
+    max_batch_size = 200_000
 
     @classmethod
     def is_reversible(cls) -> bool:

@@ -454,7 +454,7 @@ class Runner:
             if adaptive
             else None,
             min_size=int(conf.get("MIN_BATCH_SIZE")),
-            max_size=int(conf.get("MAX_BATCH_SIZE")),
+            max_size=int(self.backfill_cls.max_batch_size or conf.get("MAX_BATCH_SIZE")),
             growth=float(conf.get("BATCH_GROWTH")),
         )
 
