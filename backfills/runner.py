@@ -195,7 +195,6 @@ class Runner:
         self.token = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.run_row: BackfillRun | None = None
         self.sizer = ChunkSizer(size=int(conf.get("INITIAL_BATCH_SIZE")))
         self.health_checks = [
             *default_checks(self.options.pause_file),
@@ -226,7 +225,6 @@ class Runner:
             return RunResult(latest, Outcome.ALREADY_COMPLETED, "already completed")
         resumed = not created and (run.cursor is not None or run.chunks_done > 0)
         took_over = self._claim(run)
-        self.run_row = run
         self._emit(RunStarted(run, resumed=resumed, took_over=took_over))
         logger.info(
             "backfill %s run #%s %s on %r",

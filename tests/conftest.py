@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,50 @@ class LockHolder:
     def close(self) -> None:
         self.release()
         self.other.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[[list[str]], subprocess.Popen[str]]]:
+    """start_manage(args, project="tests"), killing what still runs when the test ends."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str]) -> subprocess.Popen[str]:
+        processes.append(start_manage(args, project="tests"))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def wait_until_killed_sessions_end() -> None:
+    """Wait until no other session is connected to the test database.
+
+    A client killed right after it sent COMMIT does not take the commit with it: its server
+    session still finishes the statement and only then notices the client is gone. Until that
+    session has ended the data may still change under the test. (SQLite has no server.)
+    """
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    elif connection.vendor == "mysql":
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+        )
+    else:
+        return
+
+    def alone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0] == 0
+
+    wait_for(alone)
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from backfills.models import BackfillRun
-from tests.conftest import manage, start_manage, wait_for
+from tests.conftest import manage, wait_for, wait_until_killed_sessions_end
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,50 +34,6 @@ MID_RUN_KILLS = 12
 #: Share of extra kills at a random moment after spawning: during start-up, the claim or a chunk.
 EARLY_SHARE = 0.25
 SEED = int(os.environ.get("CHAOS_SEED", "12345"))
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[[list[str]], subprocess.Popen[str]]]:
-    """start_manage(args, project="tests"), killing what still runs when the test ends."""
-    processes: list[subprocess.Popen[str]] = []
-
-    def start(args: list[str]) -> subprocess.Popen[str]:
-        processes.append(start_manage(args, project="tests"))
-        return processes[-1]
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def wait_until_killed_sessions_end() -> None:
-    """Wait until no other session is connected to the test database.
-
-    A client killed right after it sent COMMIT does not take the commit with it: its server
-    session still finishes the statement and only then notices the client is gone. Until that
-    session has ended the data may still change under the test. (SQLite has no server.)
-    """
-    if connection.vendor == "postgresql":
-        sql = (
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        )
-    elif connection.vendor == "mysql":
-        sql = (
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
-        )
-    else:
-        return
-
-    def alone() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()[0] == 0
-
-    wait_for(alone)
 
 
 def latest_run() -> BackfillRun | None:

@@ -10,13 +10,12 @@ import signal
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from django.db import connection
 
 from backfills.models import BackfillRun
-from tests.conftest import manage, start_manage, wait_for
+from tests.conftest import manage, wait_for, wait_until_killed_sessions_end
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,43 +47,13 @@ StartRun = Callable[..., subprocess.Popen[str]]
 
 
 @pytest.fixture
-def start_run() -> Iterator[StartRun]:
+def start_run(spawn: Callable[[list[str]], subprocess.Popen[str]]) -> StartRun:
     """start_run(NAME, *ARGS): `backfill run NAME ARGS` in the background; killed at the end."""
-    processes: list[subprocess.Popen[str]] = []
 
     def start(name: str, *args: str) -> subprocess.Popen[str]:
-        command = ["backfill", "run", name, "--progress-interval", "0", *args]
-        processes.append(start_manage(command, project="tests"))
-        return processes[-1]
+        return spawn(["backfill", "run", name, "--progress-interval", "0", *args])
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def wait_until_killed_sessions_end() -> None:
-    """Wait until no other session is connected to the test database (see test_chaos)."""
-    if connection.vendor == "postgresql":
-        sql = (
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        )
-    elif connection.vendor == "mysql":
-        sql = (
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
-        )
-    else:
-        return
-
-    def alone() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchone()[0] == 0
-
-    wait_for(alone)
+    return start
 
 
 def wait_until_claimed_by(name: str, process: subprocess.Popen[str], chunks: int = 0) -> None:
