@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "REPLICA_DATABASES": [],
     "PAUSE_FILE": None,
     "HEALTH_CHECKS": [],
+    # While healthy, the checks are asked again once this many seconds have passed (0: before
+    # every chunk). While throttled they are asked after every wait.
+    "HEALTH_CHECK_SECONDS": 1.0,
     # Longest wait between two health checks while throttled (the wait doubles up to it).
     "THROTTLE_MAX_WAIT": 5.0,
     # A run whose heartbeat is older than this is considered abandoned and may be taken over.

@@ -533,13 +533,17 @@ class Runner:
         chunks_here = 0
         rows_here = 0
         next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
+        # Health is asked before the first chunk, then at most every HEALTH_CHECK_SECONDS
+        # (a replica-lag query before every 50 ms chunk would cost a round trip each).
+        next_health = 0.0
         while True:
             stop = self._stop_requested(chunks_here, rows_here)
             if stop is None and time.monotonic() >= next_poll:
                 stop = self._poll_control(run)
                 next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
-            if stop is None and self.health_checks:
+            if stop is None and self.health_checks and time.monotonic() >= next_health:
                 stop = self._wait_until_healthy(run)
+                next_health = time.monotonic() + float(conf.get("HEALTH_CHECK_SECONDS"))
             if stop is not None:
                 return self._stop(run, *stop)
             limit = None if self.options.limit is None else self.options.limit - rows_here

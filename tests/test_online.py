@@ -125,6 +125,25 @@ def test_custom_health_check_throttles_then_clears(settings: Any) -> None:
     assert set(Item.objects.values_list("counter", flat=True)) == {1}
 
 
+@pytest.mark.parametrize(("interval", "expected_calls"), [(0, 6), (3600, 1)])
+def test_health_checks_are_asked_at_most_once_per_interval(
+    settings: Any, interval: float, expected_calls: int
+) -> None:
+    calls: list[int] = []
+    settings.BACKFILLS = {
+        **settings.BACKFILLS,
+        "HEALTH_CHECKS": [lambda backfill: calls.append(1)],
+        "HEALTH_CHECK_SECONDS": interval,
+    }
+    Item.objects.bulk_create([Item() for _ in range(50)])  # 5 chunks of 10, then an empty one
+
+    result = run_backfill("testapp.count_items")
+
+    assert result.outcome is Outcome.COMPLETED
+    assert len(calls) == expected_calls
+    assert set(Item.objects.values_list("counter", flat=True)) == {1}
+
+
 def test_critical_health_pauses_the_run_with_exit_status_75(settings: Any) -> None:
     from backfills.throttle import Health
 
