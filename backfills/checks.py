@@ -12,8 +12,9 @@ from .registry import registry
 
 @checks.register("backfills")
 def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """backfills.E001: the model cannot be resolved or walked; E002: no process hook."""
-    from .base import Backfill
+    """backfills.E001: the model cannot be resolved or walked; E002: no process hook;
+    E003: a row backfill's ``read_fields``/``fields`` name something that is not a column."""
+    from .base import Backfill, RowBackfill
 
     messages: list[checks.CheckMessage] = []
     for backfill_cls in registry:
@@ -29,6 +30,20 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     id="backfills.E001",
                 )
             )
+        if issubclass(backfill_cls, RowBackfill) and backfill_cls.read_fields:
+            try:
+                backfill_cls.row_attnames(
+                    [*backfill_cls.fields, *(backfill_cls.reverse_fields or ())]
+                )
+            except BackfillConfigurationError as exc:
+                messages.append(
+                    checks.Error(
+                        str(exc),
+                        hint="List concrete fields of the model in `read_fields` and `fields`.",
+                        obj=backfill_cls,
+                        id="backfills.E003",
+                    )
+                )
         overrides = (
             backfill_cls.process_chunk is not Backfill.process_chunk
             or backfill_cls.process_window is not Backfill.process_window

@@ -16,6 +16,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH_SIZE": 20_000,
     "BATCH_GROWTH": 1.2,
     "TARGET_CHUNK_TIME": 0.5,
+    # UpdateBackfill/SQLBackfill chunks are one statement holding its row locks from start to
+    # commit, so an application write can wait that long: a shorter target keeps it < 250 ms.
+    "SET_BASED_TARGET_CHUNK_TIME": 0.2,
     # Health throttling between chunks (None turns a check off); see backfills.throttle.
     "MAX_CPU_PERCENT": None,
     "CRITICAL_CPU_PERCENT": None,

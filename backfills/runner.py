@@ -375,7 +375,7 @@ class Runner:
         target = (
             self.options.target_chunk_time
             or self.backfill_cls.target_chunk_time
-            or conf.get("TARGET_CHUNK_TIME")
+            or conf.get(self.backfill_cls.target_chunk_time_setting)
         )
         return float(target)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -39,10 +40,16 @@ def table_checksum() -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
-def test_row_backfill_writes_every_field_type_exactly() -> None:
+ROW_BACKFILLS = pytest.mark.parametrize(
+    "name", ["testapp.fill_records", "testapp.fill_records_from_records"]
+)
+
+
+@ROW_BACKFILLS
+def test_row_backfill_writes_every_field_type_exactly(name: str) -> None:
     pks = make_records(30)
 
-    result = run_backfill("testapp.fill_records")
+    result = run_backfill(name)
 
     assert result.outcome is Outcome.COMPLETED
     assert result.run.rows_processed == 30
@@ -58,13 +65,14 @@ def test_row_backfill_writes_every_field_type_exactly() -> None:
     assert Record.objects.filter(data__nested__pk=pks[1]).count() == 1
 
 
-def test_reverse_restores_the_original_data() -> None:
+@ROW_BACKFILLS
+def test_reverse_restores_the_original_data(name: str) -> None:
     make_records(20)
     before = table_checksum()
-    run_backfill("testapp.fill_records")
+    run_backfill(name)
     assert table_checksum() != before
 
-    result = run_backfill("testapp.fill_records", reverse=True)
+    result = run_backfill(name, reverse=True)
 
     assert result.outcome is Outcome.COMPLETED and result.run.reverse
     # The forward filled nullable columns that started NULL; the reverse nulls them again,
@@ -72,10 +80,7 @@ def test_reverse_restores_the_original_data() -> None:
     Record.objects.update(**{k: v for k, v in ORIGINAL.items() if k != "untouched"})
     assert table_checksum() == before
     runs = list(BackfillRun.objects.order_by("id").values_list("name", "reverse", "state"))
-    assert runs == [
-        ("testapp.fill_records", False, "completed"),
-        ("testapp.fill_records", True, "completed"),
-    ]
+    assert runs == [(name, False, "completed"), (name, True, "completed")]
 
 
 def test_set_based_backfill_updates_in_the_database_with_a_parameter() -> None:
@@ -214,3 +219,37 @@ def test_system_check_warns_about_backfills_that_can_run_but_never_completed() -
     assert "testapp.needs_future_migration" not in warned()
     run_backfill("blog.populate_post_slugs")
     assert "blog.populate_post_slugs" not in warned()
+
+
+def test_read_fields_naming_an_unknown_or_non_column_field_is_a_clear_error() -> None:
+    from tests.testapp.kinds import FillRecordsFromRecords
+
+    class Typo(FillRecordsFromRecords):
+        name = "testapp.typo"
+        read_fields = ["untuched"]
+
+    with pytest.raises(BackfillConfigurationError, match="has no field 'untuched'"):
+        Typo.row_attnames(["text"])
+    assert FillRecordsFromRecords.row_attnames(["text", "data"]) == [
+        "id",
+        "untouched",
+        "data",
+        "text",
+    ]
+
+
+def test_set_based_kinds_default_to_a_shorter_target_chunk_time(settings: Any) -> None:
+    make_records(10)
+    targets = {}
+    for name in ("testapp.bump_records", "testapp.scale_records_sql", "testapp.fill_records"):
+        params = {"note": "test"} if name == "testapp.scale_records_sql" else {}
+        targets[name] = run_backfill(name, parameters=params).run.target_chunk_time
+    # One statement per chunk holds its row locks from start to commit: 0.2 s, not 0.5 s.
+    assert targets == {
+        "testapp.bump_records": 0.2,
+        "testapp.scale_records_sql": 0.2,
+        "testapp.fill_records": 0.5,
+    }
+    settings.BACKFILLS = {**settings.BACKFILLS, "SET_BASED_TARGET_CHUNK_TIME": 0.3}
+    result = run_backfill("testapp.bump_records", restart=True)
+    assert result.run.target_chunk_time == 0.3

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core import checks
 
-from backfills import Backfill
+from backfills import Backfill, RowBackfill
 from backfills.checks import check_backfills
 from backfills.exceptions import AlreadyRegistered, BackfillConfigurationError, NotRegistered
 from backfills.registry import Registry, registry, snake_case
@@ -102,3 +104,21 @@ def test_system_checks_report_broken_backfills() -> None:
     finally:
         registry.unregister("testapp.broken")
     assert check_backfills() == []
+
+
+def test_system_check_reports_read_fields_that_are_not_columns() -> None:
+    class ReadsNothing(RowBackfill):
+        name = "testapp.reads_nothing"
+        model = "testapp.Record"
+        fields = ["text"]
+        read_fields = ["no_such_column"]
+
+        def transform(self, row: Any) -> None:
+            row.text = "x"
+
+    registry.register(ReadsNothing)
+    try:
+        (message,) = [m for m in check_backfills() if m.obj is ReadsNothing]
+        assert message.id == "backfills.E003" and "no field 'no_such_column'" in message.msg
+    finally:
+        registry.unregister("testapp.reads_nothing")

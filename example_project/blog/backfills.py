@@ -25,11 +25,13 @@ class PopulatePostSlugs(RowBackfill):
     model = "blog.Post"
     requires = [("blog", "0002_post_slug")]
     fields = ["slug"]
+    # Rows arrive as records of (id, title, slug), not Post instances: several times cheaper.
+    read_fields = ["title"]
 
     def get_queryset(self) -> QuerySet[Post]:
         return Post.objects.filter(slug__isnull=True)
 
-    def transform_chunk(self, rows: list[Post]) -> list[Post]:
+    def transform_chunk(self, rows: list[Any]) -> list[Any]:
         # Uniqueness depends on the whole chunk (and the table), so not row by row.
         table = Post._base_manager.using(self.using)
         for post, slug in zip(rows, unique_slugs(table, [p.title for p in rows]), strict=True):

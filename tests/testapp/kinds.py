@@ -74,6 +74,20 @@ class FillRecords(RowBackfill):
 
 
 @register
+class FillRecordsFromRecords(FillRecords):
+    """FillRecords loading plain records (``read_fields``), not model instances; it also checks
+    that a read column arrives as the ORM would give it."""
+
+    name = "testapp.fill_records_from_records"
+    read_fields = ["untouched", "data"]
+
+    def transform(self, row: Any) -> None:
+        assert not isinstance(row, Record) and row.untouched == "keep me", row
+        assert row.data is None or isinstance(row.data, dict), row.data  # JSON decoded
+        super().transform(row)
+
+
+@register
 class BumpRecords(UpdateBackfill):
     """Set-based: number + step, flag true (reverse: number - step, flag false)."""
 
