@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from .exceptions import BackfillConfigurationError
@@ -300,7 +301,7 @@ class RowBackfill(Backfill):
         for name in [*cls.read_fields, *written]:
             try:
                 field = model._meta.get_field(name)
-            except Exception as exc:
+            except FieldDoesNotExist as exc:
                 raise BackfillConfigurationError(
                     f"Backfill {cls.name}: {model._meta.label} has no field {name!r}."
                 ) from exc

@@ -1,0 +1,78 @@
+"""write_rows prepares values exactly as ``Field.get_db_prep_save`` does, on every backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.utils.functional import lazy
+
+from backfills.writers import save_preparer
+from tests.testapp.models import BigItem, CodeItem, Item, Record, UUIDItem
+
+SAMPLES: list[Any] = [
+    None,
+    "",
+    "O'Brien ✓",
+    lazy(lambda: "lazy text", str)(),
+    0,
+    7,
+    -(2**40),
+    True,
+    1.5,
+    Decimal("1.2500"),
+    dt.date(2024, 2, 29),
+    dt.datetime(2025, 3, 30, 1, 30, tzinfo=dt.UTC),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    {"k": [1, None]},
+]
+
+FIELDS = [
+    *Record._meta.concrete_fields,
+    Item._meta.get_field("counter"),
+    Item._meta.get_field("note"),
+    BigItem._meta.pk,
+    UUIDItem._meta.pk,
+    CodeItem._meta.pk,
+]
+
+
+def outcome(call: Any, value: Any) -> tuple[str, str]:
+    try:
+        result = call(value)
+    except Exception as exc:
+        return ("raises", type(exc).__name__)
+    return (type(result).__name__, repr(result))
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f"{f.model.__name__}.{f.name}")
+def test_save_preparer_gives_what_get_db_prep_save_gives(field: Any) -> None:
+    prepare = save_preparer(field, connection)
+    for value in SAMPLES:
+        expected = outcome(lambda v: field.get_db_prep_save(v, connection), value)
+        assert outcome(prepare, value) == expected, (field, value)
+
+
+def test_text_and_integer_fields_take_the_fast_path() -> None:
+    fast = {
+        f.name: save_preparer(f, connection).__name__ == "fast"
+        for f in Record._meta.concrete_fields
+    }
+    assert fast["text"] and fast["body"]
+    # PostgreSQL wraps integers for psycopg (Int4, Int8): there they take the full path.
+    plain_ints = (
+        type(connection.ops).adapt_integerfield_value
+        is BaseDatabaseOperations.adapt_integerfield_value
+    )
+    assert fast["number"] == fast["big"] == plain_ints
+    # An AutoField is validated, not adapted: fast unless the backend validates (MySQL).
+    auto_fast = save_preparer(Item._meta.pk, connection).__name__ == "fast"
+    assert auto_fast == (connection.vendor != "mysql")
+    # Types whose preparation converts the value always take the full path.
+    assert not any(fast[name] for name in ("amount", "day", "moment", "data", "token", "flag"))
