@@ -155,7 +155,32 @@ def _postgresql(
         f"UPDATE {q(table)} SET {assignments} FROM unnest({arrays}) AS v({names}) "
         f"WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
     )
-    return sql, [list(column) for column in zip(*values, strict=True)]
+    return sql, [_pg_array(list(column)) for column in zip(*values, strict=True)]
+
+
+def _pg_array(column: list[Any]) -> Any:
+    """A column as a PostgreSQL array literal (text, cast by the statement) when every value is
+    an integer, or every one a string or None, built with ``str.join`` instead of psycopg's
+    per-element dumping (that was a tenth of a row backfill's time). Other columns go as a
+    list, for psycopg to adapt."""
+    types = set(map(type, column))
+    if all(issubclass(kind, int) and kind is not bool for kind in types):
+        # int.__repr__: the digits, also for psycopg's Int4/Int8 and IntEnum members.
+        return "{" + ",".join(map(int.__repr__, column)) + "}"
+    if all(kind is type(None) or issubclass(kind, str) for kind in types):
+        # Inside double quotes only backslash and the quote itself are special; an unquoted
+        # NULL is SQL NULL, a quoted "NULL" the four letters.
+        return (
+            "{"
+            + ",".join(
+                "NULL"
+                if value is None
+                else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                for value in column
+            )
+            + "}"
+        )
+    return column
 
 
 def _sqlite(

@@ -76,3 +76,17 @@ def test_text_and_integer_fields_take_the_fast_path() -> None:
     assert auto_fast == (connection.vendor != "mysql")
     # Types whose preparation converts the value always take the full path.
     assert not any(fast[name] for name in ("amount", "day", "moment", "data", "token", "flag"))
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_postgresql_array_literals_round_trip() -> None:
+    from backfills.writers import _pg_array
+
+    texts = ["", "NULL", None, 'a"b', "c\\d", '\\"', "{x,y}", " spaced ", "é✓\n\t"]
+    numbers = [0, -(2**40), 7, int(True) + 1]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text[], %s::bigint[]", [_pg_array(texts), _pg_array(numbers)])
+        assert cursor.fetchone() == (texts, numbers)
+    # Anything else stays a list for psycopg to adapt.
+    assert _pg_array([1, "x"]) == [1, "x"] and _pg_array([True]) == [True]

@@ -34,8 +34,10 @@ def expected_values(pk: int) -> dict[str, Any]:
     if pk % 5 == 0:
         return dict.fromkeys(WRITTEN)
     return {
-        "text": f'O\'Brien "quoted" \\ naïve 日本 ✓ {pk}',
-        "body": f"line one\nline two\ttab; DROP TABLE x; -- {pk}",
+        # PostgreSQL array-literal syntax in the values: quotes, backslashes, braces, commas,
+        # and the word NULL, which must stay four letters.
+        "text": "NULL" if pk % 7 == 0 else f'O\'Brien "quoted" \\ naïve 日本 ✓ {pk}',
+        "body": f'line one\nline two\ttab; DROP TABLE x; -- {{a,"b"}} \\" NULL {pk} ',
         "number": pk * 7 - 1000,
         "big": 2**40 + pk,
         "amount": Decimal("12345678.1234") - pk,
