@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
-from .writers import write_rows
+from .writers import as_instances, write_rows
 
 if TYPE_CHECKING:
     from .chunking import Window
@@ -45,11 +45,12 @@ class Backfill:
     #: A fixed number of rows per chunk. None (the default) sizes chunks adaptively toward
     #: ``target_chunk_time``; ``--batch-size`` overrides either.
     batch_size: ClassVar[int | None] = None
-    #: Seconds a chunk should take when sized adaptively (None: the setting named next).
+    #: Seconds a chunk should take when sized adaptively (None: the TARGET_CHUNK_TIME setting,
+    #: capped by SET_BASED_TARGET_CHUNK_TIME for kinds that lock rows for the whole chunk).
     target_chunk_time: ClassVar[float | None] = None
-    #: The setting that gives the default target: TARGET_CHUNK_TIME (0.5 s), or for the
-    #: set-based kinds SET_BASED_TARGET_CHUNK_TIME (0.2 s).
-    target_chunk_time_setting: ClassVar[str] = "TARGET_CHUNK_TIME"
+    #: True for kinds whose chunk is one statement holding its row locks from start to commit
+    #: (an application write to a row in the window can wait for the whole chunk).
+    locks_rows_whole_chunk: ClassVar[bool] = False
     #: Seconds to pause between chunks, giving the database room to breathe.
     sleep: ClassVar[float] = 0.0
     #: When True, a chunk that raises is split in halves (savepoints) until the failing rows
@@ -213,7 +214,7 @@ class Backfill:
 
     def bulk_update(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
         """Write *fields* of *rows* back with Django's ``bulk_update`` (portable, slower)."""
-        rows = list(rows)
+        rows = as_instances(self.model_class, rows, fields)
         if not rows:
             return 0
         return self.model_class._base_manager.using(self.using).bulk_update(rows, fields)
@@ -234,7 +235,8 @@ _ROW_TYPES: dict[tuple[type[models.Model], tuple[str, ...]], type] = {}
 
 def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
     """A slotted record type with the attributes *attnames* (the primary key's first) and a
-    ``pk`` property: what ``RowBackfill.read_fields`` loads rows as."""
+    ``pk`` property: what ``RowBackfill.read_fields`` loads rows as. Records compare and hash
+    by identity, as unsaved model instances would not but saved ones effectively do."""
     key = (model, tuple(attnames))
     if key not in _ROW_TYPES:
         _ROW_TYPES[key] = dataclasses.make_dataclass(
@@ -242,8 +244,14 @@ def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
             [(name, Any) for name in attnames],
             namespace={"pk": property(attrgetter(attnames[0]))},
             slots=True,
+            eq=False,
         )
     return _ROW_TYPES[key]
+
+
+def is_record(row: Any) -> bool:
+    """Whether *row* is a ``read_fields`` record (not a model instance)."""
+    return type(row) in _ROW_TYPES.values()
 
 
 class RowBackfill(Backfill):
@@ -299,6 +307,8 @@ class RowBackfill(Backfill):
         pk = cls.get_pk_field()
         names = [pk.attname]
         for name in [*cls.read_fields, *written]:
+            if name == "pk":
+                continue
             try:
                 field = model._meta.get_field(name)
             except FieldDoesNotExist as exc:
@@ -319,12 +329,30 @@ class RowBackfill(Backfill):
         """The chunk's rows: model instances, or records when ``read_fields`` is set."""
         if not self.read_fields:
             return list(queryset)
-        names = self.row_attnames(written)
-        make = row_type(self.model_class, names)
-        return [make(*values) for values in queryset.values_list(*names)]
+        key = tuple(written)
+        cache = self.__dict__.setdefault("_row_types", {})
+        if key not in cache:
+            names = self.row_attnames(written)
+            cache[key] = (names, row_type(self.model_class, names))
+        names, make = cache[key]
+        rows = queryset.prefetch_related(None).values_list(*names)
+        return [make(*values) for values in rows]
+
+    def _transform(self, transform: Any, rows: list[Any]) -> list[Any]:
+        try:
+            return transform(rows)
+        except AttributeError as exc:
+            if not self.read_fields or not is_record(getattr(exc, "obj", None)):
+                raise
+            raise BackfillConfigurationError(
+                f"Backfill {self.name}: transform used {exc.name!r}, which a row record does "
+                f"not carry; add it to read_fields (records hold only the primary key, "
+                f"read_fields and fields)."
+            ) from exc
 
     def process_window(self, queryset: models.QuerySet[Any]) -> int:
-        changed = self.transform_chunk(self.load_rows(queryset, self.fields))
+        rows = self.load_rows(queryset, self.fields)
+        changed = self._transform(self.transform_chunk, rows)
         self.write_rows(changed, self.fields)
         return len(changed)
 
@@ -332,7 +360,8 @@ class RowBackfill(Backfill):
         if not type(self).is_reversible():
             return super().reverse_window(queryset)
         fields = self.reverse_fields or self.fields
-        changed = self.reverse_transform_chunk(self.load_rows(queryset, fields))
+        rows = self.load_rows(queryset, fields)
+        changed = self._transform(self.reverse_transform_chunk, rows)
         self.write_rows(changed, fields)
         return len(changed)
 
@@ -347,10 +376,9 @@ class UpdateBackfill(Backfill):
     updates: ClassVar[Mapping[str, Any]] = {}
     reverse_updates: ClassVar[Mapping[str, Any] | None] = None
     max_batch_size = 200_000
-    #: A set-based chunk is one statement that locks rows from its start to its commit, so an
-    #: application write to a row in the window can wait for the whole chunk: its default
-    #: target is shorter than a row backfill's, whose rows are locked only while written.
-    target_chunk_time_setting = "SET_BASED_TARGET_CHUNK_TIME"
+    #: A set-based chunk is one statement that locks rows from its start to its commit, so its
+    #: default target is shorter than a row backfill's, whose rows are locked only while written.
+    locks_rows_whole_chunk = True
 
     def get_updates(self) -> Mapping[str, Any]:
         """The ``field=expression`` assignments for ``QuerySet.update()``."""
@@ -411,7 +439,7 @@ class SQLBackfill(Backfill):
     sql: ClassVar[str | Mapping[str, str]] = ""
     reverse_sql: ClassVar[str | Mapping[str, str] | None] = None
     max_batch_size = 200_000
-    target_chunk_time_setting = "SET_BASED_TARGET_CHUNK_TIME"  # one statement, as above
+    locks_rows_whole_chunk = True  # one statement per chunk, as UpdateBackfill
 
     @classmethod
     def is_reversible(cls) -> bool:

@@ -13,14 +13,16 @@ from .registry import registry
 @checks.register("backfills")
 def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """backfills.E001: the model cannot be resolved or walked; E002: no process hook;
-    E003: a row backfill's ``read_fields``/``fields`` name something that is not a column."""
+    E003: a row backfill with ``read_fields`` names (there or in ``fields``) a non-column."""
     from .base import Backfill, RowBackfill
 
     messages: list[checks.CheckMessage] = []
     for backfill_cls in registry:
+        walkable = True
         try:
             backfill_cls.get_pk_field()
         except BackfillConfigurationError as exc:
+            walkable = False
             messages.append(
                 checks.Error(
                     str(exc),
@@ -30,7 +32,7 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     id="backfills.E001",
                 )
             )
-        if issubclass(backfill_cls, RowBackfill) and backfill_cls.read_fields:
+        if walkable and issubclass(backfill_cls, RowBackfill) and backfill_cls.read_fields:
             try:
                 backfill_cls.row_attnames(
                     [*backfill_cls.fields, *(backfill_cls.reverse_fields or ())]

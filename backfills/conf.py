@@ -17,7 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_GROWTH": 1.2,
     "TARGET_CHUNK_TIME": 0.5,
     # UpdateBackfill/SQLBackfill chunks are one statement holding its row locks from start to
-    # commit, so an application write can wait that long: a shorter target keeps it < 250 ms.
+    # commit, so an application write can wait that long: their target is at most this.
     "SET_BASED_TARGET_CHUNK_TIME": 0.2,
     # Health throttling between chunks (None turns a check off); see backfills.throttle.
     "MAX_CPU_PERCENT": None,

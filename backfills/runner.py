@@ -117,6 +117,15 @@ class RunResult:
     critical: bool = False
 
 
+def default_target_chunk_time(backfill_cls: type[Backfill]) -> float:
+    """TARGET_CHUNK_TIME; for kinds whose one statement holds its row locks for the whole chunk
+    (UpdateBackfill, SQLBackfill), never more than SET_BASED_TARGET_CHUNK_TIME."""
+    target = float(conf.get("TARGET_CHUNK_TIME"))
+    if backfill_cls.locks_rows_whole_chunk:
+        target = min(target, float(conf.get("SET_BASED_TARGET_CHUNK_TIME")))
+    return target
+
+
 def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
     """Refuse to run before the backfill's required migrations (and ours) are applied."""
     backfill_cls.get_pk_field()  # raises for models we cannot walk
@@ -372,12 +381,11 @@ class Runner:
         return None if fixed is None else int(fixed)
 
     def _target_chunk_time(self) -> float:
-        target = (
+        return float(
             self.options.target_chunk_time
             or self.backfill_cls.target_chunk_time
-            or conf.get(self.backfill_cls.target_chunk_time_setting)
+            or default_target_chunk_time(self.backfill_cls)
         )
-        return float(target)
 
     def _sleep(self) -> float:
         if self.options.sleep is not None:
@@ -448,7 +456,7 @@ class Runner:
         adaptive = run.batch_size is None
         self.sizer = ChunkSizer(
             size=run.batch_size or resumed_size or int(conf.get("INITIAL_BATCH_SIZE")),
-            target=(run.target_chunk_time or float(conf.get("TARGET_CHUNK_TIME")))
+            target=(run.target_chunk_time or default_target_chunk_time(self.backfill_cls))
             if adaptive
             else None,
             min_size=int(conf.get("MIN_BATCH_SIZE")),
@@ -535,7 +543,7 @@ class Runner:
         next_poll = time.monotonic() + float(conf.get("CONTROL_POLL_SECONDS"))
         # Health is asked before the first chunk, then at most every HEALTH_CHECK_SECONDS
         # (a replica-lag query before every 50 ms chunk would cost a round trip each).
-        next_health = 0.0
+        next_health = float("-inf")
         while True:
             stop = self._stop_requested(chunks_here, rows_here)
             if stop is None and time.monotonic() >= next_poll:
@@ -780,7 +788,8 @@ class Runner:
             with transaction.atomic(using=self.using):
                 return self.backfill.run_window(queryset), 0
         except Exception as exc:
-            if is_transient(exc):
+            # A mistake in the backfill itself fails every row alike: fail the run instead.
+            if is_transient(exc) or isinstance(exc, BackfillConfigurationError):
                 raise
         pks = list(queryset.values_list("pk", flat=True))
         return self._bisect(run, queryset, pks)
@@ -790,7 +799,7 @@ class Runner:
             with transaction.atomic(using=self.using):
                 return self.backfill.run_window(queryset.filter(pk__in=pks)), 0
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient(exc) or isinstance(exc, BackfillConfigurationError):
                 raise
             if len(pks) == 1:
                 quarantine_row(run, self.using, pks[0], exc)

@@ -9,8 +9,9 @@ Joining the table to a list of ``(pk, value, ...)`` rows is a single hash or ind
 - SQLite 3.33+: the same with ``UPDATE ... FROM (VALUES ...)`` (columns ``column1``, ...);
 - MariaDB/MySQL: ``UPDATE t JOIN (SELECT %s AS pk, %s AS f UNION ALL SELECT ...) v ON ...``.
 
-Only the named fields are written. Values go through each field's ``get_db_prep_save()``, as
-``Model.save()`` would do.
+Only the named fields are written. Values are prepared as each field's ``get_db_prep_save()``
+prepares them for ``Model.save()`` (``save_preparer`` skips the calls that would return a value
+unchanged). *rows* are model instances or ``RowBackfill.read_fields`` records.
 
 Given the chunk's primary key window, the statement also says ``pk > lower AND pk <= upper``:
 without it PostgreSQL plans a VALUES list of more than a few thousand rows as a hash join over a
@@ -19,6 +20,7 @@ sequential scan of the whole table, so a chunk's cost would grow with the table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +35,23 @@ if TYPE_CHECKING:
 MAX_PARAMS = 32_000
 
 
+def as_instances(
+    model: type[models.Model], rows: Iterable[Any], fields: Sequence[str]
+) -> list[models.Model]:
+    """*rows* as model instances (for Django's ``bulk_update``): records built by
+    ``RowBackfill.read_fields`` become instances holding their primary key and *fields*."""
+    rows = list(rows)
+    if not rows or isinstance(rows[0], models.Model):
+        return rows
+    attnames = [model._meta.get_field(name).attname for name in fields]  # type: ignore[union-attr]
+    return [
+        model(pk=row.pk, **{attname: getattr(row, attname) for attname in attnames}) for row in rows
+    ]
+
+
 def write_rows(
     model: type[models.Model],
-    rows: Iterable[models.Model],
+    rows: Iterable[Any],
     fields: Sequence[str],
     using: str,
     window: Window | None = None,
@@ -61,7 +77,8 @@ def write_rows(
     per_statement = max(1, limit // (len(concrete) + 1))
     build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
     if build is None:  # another backend: Django's portable path
-        return model._base_manager.using(using).bulk_update(rows, list(fields))
+        instances = as_instances(model, rows, fields)
+        return model._base_manager.using(using).bulk_update(instances, list(fields))
     if connection.vendor == "postgresql":
         per_statement = len(rows)  # arrays: two parameters per column, whatever the count
     matched = 0
@@ -147,7 +164,7 @@ def _postgresql(
     # One array per column, unnested into rows: a short statement whatever the chunk size
     # (thousands of %s placeholders cost more to parse client-side than the UPDATE itself).
     q = connection.ops.quote_name
-    casts = [pk.cast_db_type(connection), *(f.cast_db_type(connection) for f in fields)]
+    casts = [_array_cast(f, connection) for f in (pk, *fields)]
     arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
     names = ", ".join([q("pk"), *(q(f.column) for f in fields)])
     assignments = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
@@ -156,6 +173,14 @@ def _postgresql(
         f"WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
     )
     return sql, [_pg_array(list(column)) for column in zip(*values, strict=True)]
+
+
+def _array_cast(field: Any, connection: Any) -> str:
+    """The element type for *field*'s array, without a character length: an explicit cast to
+    ``varchar(n)`` silently truncates, while assigning text to the column raises on an
+    over-long value, as ``Model.save()`` would."""
+    cast = field.cast_db_type(connection)
+    return re.sub(r"^(varchar|character varying|char|character)\(\d+\)$", "text", cast)
 
 
 def _pg_array(column: list[Any]) -> Any:

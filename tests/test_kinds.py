@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 Run = Callable[..., tuple[str, str]]
 
-ORIGINAL = {"number": 5, "big": 100, "untouched": "keep me"}
+ORIGINAL = {"number": 5, "big": 100, "untouched": "keep me", "data": {"seed": [1, "a"]}}
 
 
 def make_records(n: int = 30) -> list[int]:
@@ -253,3 +253,44 @@ def test_set_based_kinds_default_to_a_shorter_target_chunk_time(settings: Any) -
     settings.BACKFILLS = {**settings.BACKFILLS, "SET_BASED_TARGET_CHUNK_TIME": 0.3}
     result = run_backfill("testapp.bump_records", restart=True)
     assert result.run.target_chunk_time == 0.3
+
+
+def test_a_record_missing_what_transform_reads_fails_the_run_instead_of_quarantining() -> None:
+    from backfills import RowBackfill
+    from backfills.exceptions import BackfillFailed
+    from backfills.models import QuarantinedRow
+
+    class ReadsTooMuch(RowBackfill):
+        name = "testapp.reads_too_much"
+        model = "testapp.Record"
+        fields = ["text"]
+        read_fields = ["untouched"]
+        quarantine = True  # every row would fail alike: quarantining them all would hide it
+
+        def transform(self, row: Any) -> None:
+            row.text = row.body  # body is not in read_fields
+
+    make_records(5)
+    with pytest.raises(BackfillFailed, match="transform used 'body'.*add it to read_fields"):
+        run_backfill(ReadsTooMuch)
+    assert not QuarantinedRow.objects.exists()
+    assert not Record.objects.filter(text__isnull=False).exists()
+
+
+def test_target_chunk_time_precedence(settings: Any) -> None:
+    from backfills.runner import Runner, RunOptions
+    from tests.testapp.kinds import BumpRecords, FillRecords
+
+    def target(cls: Any, **options: Any) -> float:
+        return Runner(cls, options=RunOptions(**options))._target_chunk_time()
+
+    assert (target(FillRecords), target(BumpRecords)) == (0.5, 0.2)
+    # The set-based cap never lengthens a shorter TARGET_CHUNK_TIME.
+    settings.BACKFILLS = {**settings.BACKFILLS, "TARGET_CHUNK_TIME": 0.1}
+    assert (target(FillRecords), target(BumpRecords)) == (0.1, 0.1)
+
+    class Slow(BumpRecords):
+        target_chunk_time = 0.7
+
+    assert target(Slow) == 0.7  # the class attribute beats the settings
+    assert target(Slow, target_chunk_time=0.3) == 0.3  # and --target-chunk-time beats both

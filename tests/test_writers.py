@@ -50,6 +50,7 @@ def outcome(call: Any, value: Any) -> tuple[str, str]:
     return (type(result).__name__, repr(result))
 
 
+@pytest.mark.django_db  # some backends read the server version while preparing values
 @pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f"{f.model.__name__}.{f.name}")
 def test_save_preparer_gives_what_get_db_prep_save_gives(field: Any) -> None:
@@ -90,3 +91,16 @@ def test_postgresql_array_literals_round_trip() -> None:
         assert cursor.fetchone() == (texts, numbers)
     # Anything else stays a list for psycopg to adapt.
     assert _pg_array([1, "x"]) == [1, "x"] and _pg_array([True]) == [True]
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_an_over_long_value_raises_instead_of_being_truncated() -> None:
+    from django.db import DataError
+
+    from backfills.writers import write_rows
+
+    record = Record.objects.create()
+    record.text = "x" * 201  # max_length=200
+    with pytest.raises(DataError, match="too long"):
+        write_rows(Record, [record], ["text"], "default")

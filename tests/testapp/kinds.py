@@ -85,7 +85,7 @@ class FillRecordsFromRecords(FillRecords):
 
     def transform(self, row: Any) -> None:
         assert not isinstance(row, Record) and row.untouched == "keep me", row
-        assert row.data is None or isinstance(row.data, dict), row.data  # JSON decoded
+        assert isinstance(row.data, dict), row.data  # the seeded JSON, decoded
         super().transform(row)
 
 
