@@ -232,3 +232,39 @@ def test_post_check_failure_marks_the_run_failed_and_a_rerun_rechecks() -> None:
     # The application fixes its own row; running again re-checks and completes.
     Post.objects.filter(slug__isnull=True).update(slug="written-by-the-app")
     assert run_backfill("blog.populate_post_slugs").outcome is Outcome.COMPLETED
+
+
+def test_read_fields_records_carry_foreign_keys_by_attname() -> None:
+    from typing import Any
+
+    from backfills import RowBackfill
+
+    news, tech = Category.objects.create(name="News"), Category.objects.create(name="Tech")
+    Post.objects.bulk_create(
+        [Post(title=f"p{i}", category=news if i % 2 else None) for i in range(6)]
+    )
+
+    class MoveNewsToTech(RowBackfill):
+        name = "blog.move_news_to_tech"
+        model = "blog.Post"
+        read_fields = ["title"]
+        fields = ["category"]  # read and written as category_id
+
+        def transform(self, row: Any) -> bool:
+            assert not hasattr(row, "category") and isinstance(row.title, str)
+            if row.category_id != news.pk:
+                return False
+            row.category_id = tech.pk
+            return True
+
+    result = run_backfill(MoveNewsToTech)
+
+    assert result.outcome is Outcome.COMPLETED and result.run.rows_processed == 3
+    assert sorted(Post.objects.values_list("category__name", flat=True), key=str) == [
+        None,
+        None,
+        None,
+        "Tech",
+        "Tech",
+        "Tech",
+    ]
