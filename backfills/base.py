@@ -212,14 +212,14 @@ class Backfill:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def bulk_update(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
+    def bulk_update(self, rows: Iterable[Any], fields: Sequence[str]) -> int:
         """Write *fields* of *rows* back with Django's ``bulk_update`` (portable, slower)."""
         rows = as_instances(self.model_class, rows, fields)
         if not rows:
             return 0
         return self.model_class._base_manager.using(self.using).bulk_update(rows, fields)
 
-    def write_rows(self, rows: Iterable[models.Model], fields: Sequence[str]) -> int:
+    def write_rows(self, rows: Iterable[Any], fields: Sequence[str]) -> int:
         """Write *fields* of this chunk's *rows* back in one ``UPDATE ... FROM (VALUES ...)``
         statement (the fastest correct form on each database); see ``backfills.writers``.
 
@@ -236,7 +236,7 @@ _ROW_TYPES: dict[tuple[type[models.Model], tuple[str, ...]], type] = {}
 def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
     """A slotted record type with the attributes *attnames* (the primary key's first) and a
     ``pk`` property: what ``RowBackfill.read_fields`` loads rows as. Records compare and hash
-    by identity, as unsaved model instances would not but saved ones effectively do."""
+    by identity (model instances compare by primary key)."""
     key = (model, tuple(attnames))
     if key not in _ROW_TYPES:
         _ROW_TYPES[key] = dataclasses.make_dataclass(
@@ -346,8 +346,8 @@ class RowBackfill(Backfill):
                 raise
             raise BackfillConfigurationError(
                 f"Backfill {self.name}: transform used {exc.name!r}, which a row record does "
-                f"not carry; add it to read_fields (records hold only the primary key, "
-                f"read_fields and fields)."
+                "not carry; add it to read_fields (records hold only the primary key, "
+                "read_fields and fields)."
             ) from exc
 
     def process_window(self, queryset: models.QuerySet[Any]) -> int:
