@@ -473,7 +473,7 @@ class Runner:
     def _owned(self, run: BackfillRun) -> RunOwned:
         since = (
             timezone.localtime(run.owned_since).isoformat(timespec="seconds")
-            if (run.owned_since)
+            if run.owned_since
             else "?"
         )
         return RunOwned(
