@@ -63,6 +63,14 @@ class Backfill:
     #: Typed parameters given as ``--param key=value``: ``{"days": Parameter(int, default=30)}``.
     #: Read them as ``self.params.days``.
     parameters: ClassVar[Mapping[str, Parameter]] = {}
+    #: Read (and transform) the next chunk on a second database connection while the current
+    #: one is written, so the database's write and Python's work overlap. Only kinds that
+    #: split reading from writing use it (``RowBackfill``), and only on PostgreSQL and
+    #: MySQL/MariaDB outside an enclosing transaction; elsewhere chunks run one after the other.
+    #: The reading and ``transform`` then happen in a worker thread before the chunk's
+    #: transaction opens, so ``transform`` must only compute values: a database write of its
+    #: own would not be part of the chunk's transaction.
+    prefetch: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -194,6 +202,23 @@ class Backfill:
         """Process one chunk in the current direction; returns the rows processed."""
         return self.reverse_window(queryset) if self.reverse else self.process_window(queryset)
 
+    # Prefetching splits run_window in two: the read-only half runs ahead on another connection.
+
+    @classmethod
+    def can_prefetch(cls, reverse: bool = False) -> bool:
+        """Whether ``prepare_window`` + ``write_prepared`` do what ``run_window`` does in
+        that direction (False here: a plain Backfill's ``process_chunk`` reads and writes)."""
+        return False
+
+    def prepare_window(self, queryset: models.QuerySet[Any]) -> Any:
+        """The read-only half of ``run_window``: load and compute, write nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot prefetch.")
+
+    def write_prepared(self, prepared: Any) -> int:
+        """The writing half of ``run_window``, given what ``prepare_window`` returned;
+        returns the rows processed. Runs inside the chunk's transaction."""
+        raise NotImplementedError(f"{type(self).__name__} cannot prefetch.")
+
     # -- checks --------------------------------------------------------------------------
 
     def pre_check(self) -> str | None:
@@ -231,6 +256,8 @@ class Backfill:
 
 
 _ROW_TYPES: dict[tuple[type[models.Model], tuple[str, ...]], type] = {}
+# (backfill class, written fields) -> (record attnames, record type), for RowBackfill.load_rows.
+_RECORD_LAYOUTS: dict[tuple[type, tuple[str, ...]], tuple[list[str], type]] = {}
 
 
 def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
@@ -329,12 +356,11 @@ class RowBackfill(Backfill):
         """The chunk's rows: model instances, or records when ``read_fields`` is set."""
         if not self.read_fields:
             return list(queryset)
-        key = tuple(written)
-        cache = self.__dict__.setdefault("_row_types", {})
-        if key not in cache:
+        key = (type(self), tuple(written))
+        if key not in _RECORD_LAYOUTS:
             names = self.row_attnames(written)
-            cache[key] = (names, row_type(self.model_class, names))
-        names, make = cache[key]
+            _RECORD_LAYOUTS[key] = (names, row_type(self.model_class, names))
+        names, make = _RECORD_LAYOUTS[key]
         rows = queryset.prefetch_related(None).values_list(*names)
         return [make(*values) for values in rows]
 
@@ -351,8 +377,7 @@ class RowBackfill(Backfill):
             ) from exc
 
     def process_window(self, queryset: models.QuerySet[Any]) -> int:
-        rows = self.load_rows(queryset, self.fields)
-        changed = self._transform(self.transform_chunk, rows)
+        changed = self._transform(self.transform_chunk, self.load_rows(queryset, self.fields))
         self.write_rows(changed, self.fields)
         return len(changed)
 
@@ -360,10 +385,33 @@ class RowBackfill(Backfill):
         if not type(self).is_reversible():
             return super().reverse_window(queryset)
         fields = self.reverse_fields or self.fields
-        rows = self.load_rows(queryset, fields)
-        changed = self._transform(self.reverse_transform_chunk, rows)
+        changed = self._transform(self.reverse_transform_chunk, self.load_rows(queryset, fields))
         self.write_rows(changed, fields)
         return len(changed)
+
+    @classmethod
+    def can_prefetch(cls, reverse: bool = False) -> bool:
+        # Not when a subclass replaced the window hooks: their reads and writes are unknown.
+        if reverse:
+            return cls.reverse_window is RowBackfill.reverse_window and (
+                cls.reverse_transform is not RowBackfill.reverse_transform
+                or cls.reverse_transform_chunk is not RowBackfill.reverse_transform_chunk
+            )
+        return cls.process_window is RowBackfill.process_window
+
+    def prepare_window(self, queryset: models.QuerySet[Any]) -> list[Any]:
+        """Load the chunk's rows and transform them (in the current direction); returns the
+        rows to write."""
+        if self.reverse:
+            fields, transform = self.reverse_fields or self.fields, self.reverse_transform_chunk
+        else:
+            fields, transform = self.fields, self.transform_chunk
+        return self._transform(transform, self.load_rows(queryset, fields))
+
+    def write_prepared(self, prepared: list[Any]) -> int:
+        fields = (self.reverse_fields or self.fields) if self.reverse else self.fields
+        self.write_rows(prepared, fields)
+        return len(prepared)
 
 
 class UpdateBackfill(Backfill):

@@ -59,6 +59,7 @@ from .exceptions import (
 )
 from .models import BackfillRun, QuarantinedRow, describe_age
 from .parameters import from_json, parse_parameters, to_json
+from .prefetch import Prefetcher, prefetch_unavailable
 from .signals import signal_listener
 from .sizing import ChunkSizer
 from .throttle import default_checks, evaluate
@@ -218,6 +219,10 @@ class Runner:
         #: Seconds spent in this process's checkpoint writes (what `make bench` reports as the
         #: checkpoint's share of the run, exactly rather than as a difference of two noisy runs).
         self.checkpoint_seconds = 0.0
+        #: The read-ahead worker while a run with ``Backfill.prefetch`` is in its loop.
+        self.prefetcher: Prefetcher | None = None
+        #: Chunks written from a prefetched read, over this process's runs.
+        self.prefetched_chunks = 0
 
     # -- public ---------------------------------------------------------------------------
 
@@ -246,7 +251,7 @@ class Runner:
             self.using,
         )
         try:
-            return self._loop(run)
+            return self._loop_prefetching(run)
         except Abort as exc:
             # Second signal: the open chunk rolled back as the exception left atomic().
             reason = f"aborted by signal {exc.signum}; the open chunk was rolled back"
@@ -538,6 +543,22 @@ class Runner:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _loop_prefetching(self, run: BackfillRun) -> RunResult:
+        """The loop, with the read-ahead worker running when the backfill asks for one."""
+        why_not = prefetch_unavailable(self.backfill, self.using)
+        if why_not is None:
+            self.prefetcher = Prefetcher(self.backfill, self.using)
+            logger.info("backfill %s reads each next chunk ahead on a second connection", run.name)
+        elif self.backfill_cls.prefetch:
+            logger.info("backfill %s does not prefetch: %s", run.name, why_not)
+        try:
+            return self._loop(run)
+        finally:
+            if self.prefetcher is not None:
+                self.prefetched_chunks += self.prefetcher.used
+                self.prefetcher.close()
+                self.prefetcher = None
+
     def _loop(self, run: BackfillRun) -> RunResult:
         cursor = self._load_pk(run.cursor)
         horizon = self._load_pk(run.horizon)
@@ -702,11 +723,26 @@ class Runner:
             started = time.perf_counter()
             size = self.sizer.size if limit is None else max(1, min(self.sizer.size, limit))
             try:
-                # Inside the retry loop: a dropped connection can surface on this query too.
-                window = next_window(self.model, self.using, cursor, horizon, size)
+                taken = None
+                if self.prefetcher is not None and attempt == 0:
+                    taken = self.prefetcher.take(cursor, size)
+                if taken is not None:
+                    window, prepared = taken
+                else:
+                    # Inside the retry loop: a dropped connection can surface here too.
+                    window, prepared = (
+                        next_window(self.model, self.using, cursor, horizon, size),
+                        None,
+                    )
                 if window is None:
                     return None
-                return (window, *self._run_chunk(run, window, started))
+                if self.prefetcher is not None:
+                    following = self.sizer.size if limit is None else limit - window.size
+                    if following > 0:
+                        self.prefetcher.submit(
+                            window.upper, horizon, min(self.sizer.size, following)
+                        )
+                return (window, *self._run_chunk(run, window, started, prepared))
             except Exception as exc:
                 attempt += 1
                 if not is_transient(exc) or attempt > int(conf.get("MAX_RETRIES")):
@@ -734,14 +770,18 @@ class Runner:
                 self._count_retry(run)
 
     def _run_chunk(
-        self, run: BackfillRun, window: Window, started: float
+        self, run: BackfillRun, window: Window, started: float, prepared: Any = None
     ) -> tuple[int, int, float]:
+        """Process *window* (from the rows *prepared* ahead, if given) and commit it with the
+        checkpoint."""
         with transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using])
             queryset = window.filter(self.backfill.chunk_queryset()).order_by("pk")
             self.backfill.window = window
             if self.backfill_cls.quarantine:
-                processed, failed = self._process_isolating(run, queryset)
+                processed, failed = self._process_isolating(run, queryset, prepared)
+            elif prepared is not None:
+                processed, failed = self.backfill.write_prepared(prepared), 0
             else:
                 processed, failed = self.backfill.run_window(queryset), 0
             seconds = time.perf_counter() - started
@@ -782,15 +822,20 @@ class Runner:
         # count the commit, which is part of what a chunk costs.
         return processed, failed, time.perf_counter() - started
 
-    def _process_isolating(self, run: BackfillRun, queryset: Any) -> tuple[int, int]:
+    def _process_isolating(
+        self, run: BackfillRun, queryset: Any, prepared: Any = None
+    ) -> tuple[int, int]:
         """Process the chunk; if it raises, bisect it to quarantine exactly the failing rows.
 
         Each attempt runs in a savepoint, so a failed half rolls back alone and the rows that
         succeed commit with the checkpoint, together with the records of the failing ones.
         Transient errors are not quarantined: they abort the chunk, which is retried whole.
+        The halves are read and processed again here, whether or not the chunk was prefetched.
         """
         try:
             with transaction.atomic(using=self.using):
+                if prepared is not None:
+                    return self.backfill.write_prepared(prepared), 0
                 return self.backfill.run_window(queryset), 0
         except Exception as exc:
             # A mistake in the backfill itself fails every row alike: fail the run instead.

@@ -86,6 +86,13 @@ class RowSlugRecords(RowSlug):
         return Post.objects.filter(slug__isnull=True)
 
 
+class RowSlugRecordsPrefetch(RowSlugRecords):
+    """The records backfill reading each next chunk ahead on a second connection."""
+
+    name = "bench.row_records_prefetch"
+    prefetch = True
+
+
 class FreeFormBulkUpdate(Backfill):
     model = "blog.Post"
     name = "bench.free_form"
@@ -99,7 +106,7 @@ class FreeFormBulkUpdate(Backfill):
         self.bulk_update(rows, ["slug"])
 
 
-for cls in (SetBased, RowSlug, RowSlugRecords, FreeFormBulkUpdate):
+for cls in (SetBased, RowSlug, RowSlugRecords, RowSlugRecordsPrefetch, FreeFormBulkUpdate):
     if cls.name not in registry:
         registry.register(cls)
 
@@ -299,6 +306,7 @@ STRATEGIES: dict[str, Any] = {
     "ours-set-sleep": ours("bench.set_based", sleep=0.1),
     "ours-records-fixed": ours("bench.row_records", batch_size=CHUNK),
     "ours-records-adaptive": ours("bench.row_records"),
+    "ours-records-prefetch": ours("bench.row_records_prefetch"),
     "ours-records-no-checkpoint": ours("bench.row_records", batch_size=CHUNK, checkpoints=False),
     "floor-read-compute": floor_read_compute,
     "ours-free-form-bulk-update": ours("bench.free_form", batch_size=CHUNK),
@@ -593,6 +601,7 @@ def main() -> None:
         ("ours-row-adaptive", rows),
         ("ours-records-fixed", rows),
         ("ours-records-adaptive", rows),
+        ("ours-records-prefetch", rows),
         ("floor-read-compute", rows),
         ("ours-free-form-bulk-update", slow),
     ]

@@ -41,7 +41,12 @@ def table_checksum() -> str:
 
 
 ROW_BACKFILLS = pytest.mark.parametrize(
-    "name", ["testapp.fill_records", "testapp.fill_records_from_records"]
+    "name",
+    [
+        "testapp.fill_records",
+        "testapp.fill_records_from_records",
+        "testapp.fill_records_prefetching",
+    ],
 )
 
 

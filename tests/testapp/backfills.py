@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from collections import Counter
+from typing import Any, ClassVar
 
 from django.db.models import F, QuerySet
 
-from backfills import Backfill, register
+from backfills import Backfill, RowBackfill, register
 
 
 class CountingBackfill(Backfill):
@@ -107,6 +109,47 @@ class ChaosCountItems(HoldingCountingBackfill):
     name = "testapp.chaos_count_items"
     batch_size = 50
     chunk_delay = 0.03
+
+
+@register
+class PrefetchCountItems(RowBackfill):
+    """Count each Item once with a row backfill that reads each next chunk ahead (prefetch).
+
+    ``counter`` is read and written back plus one, so a chunk written twice shows as 2, and the
+    threads ``transform`` ran in are counted. Like ChaosCountItems it holds each chunk's
+    transaction open for ``chunk_delay`` seconds after its write, for the chaos test."""
+
+    model = "testapp.Item"
+    name = "testapp.prefetch_count_items"
+    fields = ["counter"]
+    read_fields = ["counter", "note"]
+    batch_size = 50
+    prefetch = True
+    chunk_delay = 0.03
+    threads: ClassVar[Counter[str]] = Counter()  # rows transformed per thread name
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.model_class.objects.filter(needs_work=True)
+
+    def transform(self, row: Any) -> None:
+        if row.note == "boom":
+            raise ValueError(f"cannot process row {row.pk}: note is 'boom'")
+        type(self).threads[threading.current_thread().name] += 1
+        row.counter += 1
+
+    def write_rows(self, rows: Any, fields: Any) -> int:
+        written = super().write_rows(rows, fields)
+        time.sleep(float(type(self).chunk_delay))
+        return written
+
+
+@register
+class PrefetchQuarantineItems(PrefetchCountItems):
+    """PrefetchCountItems quarantining the rows it cannot process."""
+
+    name = "testapp.prefetch_quarantine_items"
+    quarantine = True
+    chunk_delay = 0.0
 
 
 from .kinds import *  # noqa: E402,F403  (registers the Record backfills)

@@ -90,6 +90,15 @@ class FillRecordsFromRecords(FillRecords):
 
 
 @register
+class FillRecordsPrefetching(FillRecordsFromRecords):
+    """FillRecordsFromRecords reading and transforming each next chunk ahead, on a second
+    connection (PostgreSQL and MySQL/MariaDB; elsewhere it runs like its parent)."""
+
+    name = "testapp.fill_records_prefetching"
+    prefetch = True
+
+
+@register
 class BumpRecords(UpdateBackfill):
     """Set-based: number + step, flag true (reverse: number - step, flag false)."""
 

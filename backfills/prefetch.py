@@ -1,0 +1,122 @@
+"""Read the next chunk while the current one is written (``Backfill.prefetch``).
+
+A row backfill spends its chunk reading rows, computing in Python and writing; serially, the
+database waits for Python and Python for the database. With prefetching, a worker thread with
+its own connection finds chunk N+1's window, loads its rows and transforms them while the runner
+writes chunk N and commits it with its checkpoint. Nothing about the commit changes: the runner
+still writes each chunk and its checkpoint in one transaction, in order, on its own connection;
+the worker only reads. A prefetched chunk that does not start at the runner's cursor (after a
+retry shrank the window, or a stop) is thrown away, and any error in the worker only means the
+runner does that chunk itself, where errors are handled as always.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from django.db import connections
+
+from .base import Backfill
+from .chunking import Window, next_window
+
+logger = logging.getLogger("backfills")
+
+Prefetched = tuple[Window | None, Any]
+
+
+def prefetch_unavailable(backfill: Backfill, using: str) -> str | None:
+    """Why *backfill* cannot prefetch on *using* now, or None when it can."""
+    if not type(backfill).prefetch:
+        return "not asked for"
+    if not type(backfill).can_prefetch(backfill.reverse):
+        return "its kind reads and writes in one hook"
+    connection = connections[using]
+    if connection.vendor not in ("postgresql", "mysql"):
+        # One writer at a time, and a shared-cache in-memory database locks tables on read.
+        return f"not on {connection.vendor}"
+    if connection.in_atomic_block:
+        # A second connection cannot see the enclosing transaction's uncommitted rows.
+        return "inside an enclosing transaction"
+    return None
+
+
+class Prefetcher:
+    """One worker thread reading ahead by one chunk on its own connection to *using*."""
+
+    def __init__(self, backfill: Backfill, using: str) -> None:
+        self.backfill = backfill
+        self.using = using
+        self.model = type(backfill).get_model()
+        self._jobs: queue.SimpleQueue[tuple[Any, Any, int, Future[Prefetched]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pending: tuple[Any, int, Future[Prefetched]] | None = None
+        #: Chunks the runner took from the worker (tests and `make bench` read it).
+        self.used = 0
+        self._thread = threading.Thread(target=self._work, name="backfills-prefetch", daemon=True)
+        self._thread.start()
+
+    def submit(self, cursor: Any, horizon: Any, size: int) -> None:
+        """Start preparing the window of at most *size* rows after *cursor*."""
+        if self._pending is not None and self._pending[:2] == (cursor, size):
+            return  # already on its way (the runner retried the chunk before it)
+        future: Future[Prefetched] = Future()
+        if self._pending is not None:
+            self._pending[2].cancel()  # not started yet: skip it; running: ignored
+        self._pending = (cursor, size, future)
+        self._jobs.put((cursor, horizon, size, future))
+
+    def take(self, cursor: Any, max_size: int) -> tuple[Window, Any] | None:
+        """The prepared window after *cursor* with its rows, waiting for the worker if it is
+        still at it; None when there is none to use (the caller does the chunk itself)."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] != cursor:
+            return None
+        try:
+            window, prepared = pending[2].result()
+        except Exception as exc:  # the runner redoes the chunk and handles the error there
+            logger.debug("prefetching the chunk after %r failed: %r", cursor, exc)
+            return None
+        if window is None or window.size > max_size:
+            return None
+        self.used += 1
+        return window, prepared
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker (after its current job) and close its connection."""
+        if self._pending is not None:
+            self._pending[2].cancel()
+            self._pending = None
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                cursor, horizon, size, future = job
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(self._prepare(cursor, horizon, size))
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    # Start the next job on a fresh connection, in case this one broke.
+                    connections[self.using].close()
+        finally:
+            connections[self.using].close()
+
+    def _prepare(self, cursor: Any, horizon: Any, size: int) -> Prefetched:
+        window = next_window(self.model, self.using, cursor, horizon, size)
+        if window is None:
+            return None, None
+        # A shallow copy, so that `window` is this chunk's while the runner's backfill holds
+        # the chunk being written; everything else (params, caches) is shared.
+        backfill = copy.copy(self.backfill)
+        backfill.window = window
+        queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
+        return window, backfill.prepare_window(queryset)
