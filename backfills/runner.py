@@ -70,6 +70,11 @@ logger = logging.getLogger("backfills")
 State = BackfillRun.State
 
 
+# The run row's columns a checkpoint adds to, and those it sets (Runner._write_checkpoint).
+CHECKPOINT_ADDED = ("rows_scanned", "rows_processed", "rows_failed", "chunks_done", "time_running")
+CHECKPOINT_SET = ("cursor", "last_chunk_size", "last_chunk_seconds", "heartbeat_at", "updated_at")
+
+
 class Outcome(enum.Enum):
     """How ``Runner.run()`` ended."""
 
@@ -219,6 +224,7 @@ class Runner:
         #: Seconds spent in this process's checkpoint writes (what `make bench` reports as the
         #: checkpoint's share of the run, exactly rather than as a difference of two noisy runs).
         self.checkpoint_seconds = 0.0
+        self._checkpoint_sql: str | None = None
         #: The read-ahead worker while a run with ``Backfill.prefetch`` is in its loop.
         self.prefetcher: Prefetcher | None = None
         #: Chunks written from a prefetched read, over this process's runs.
@@ -789,19 +795,7 @@ class Runner:
             updated = 1
             checkpoint_started = time.perf_counter()
             if self.checkpoints:
-                updated = self._update_owned(
-                    run,
-                    cursor=self._dump_pk(window.upper),
-                    rows_scanned=F("rows_scanned") + window.size,
-                    rows_processed=F("rows_processed") + processed,
-                    rows_failed=F("rows_failed") + failed,
-                    chunks_done=F("chunks_done") + 1,
-                    last_chunk_size=window.size,
-                    last_chunk_seconds=seconds,
-                    time_running=F("time_running") + seconds,
-                    heartbeat_at=now,
-                    updated_at=now,
-                )
+                updated = self._write_checkpoint(run, window, processed, failed, seconds, now)
             self.checkpoint_seconds += time.perf_counter() - checkpoint_started
             if updated != 1:
                 # Leaving atomic() with this exception rolls the chunk back.
@@ -821,6 +815,56 @@ class Runner:
         # The checkpoint records the time up to its own write; sizing and the display also
         # count the commit, which is part of what a chunk costs.
         return processed, failed, time.perf_counter() - started
+
+    def _write_checkpoint(
+        self,
+        run: BackfillRun,
+        window: Window,
+        processed: int,
+        failed: int,
+        seconds: float,
+        now: Any,
+    ) -> int:
+        """Advance the run's cursor and counters past *window*, if we still own the run;
+        returns the rows matched (1, or 0 when the lease was lost).
+
+        One prepared-once statement: the ORM's ``update()`` with its F() expressions cost
+        about twice the database's own time for this UPDATE, once per chunk."""
+        connection = connections[self.using]
+        if self._checkpoint_sql is None:
+            meta = BackfillRun._meta
+            q = connection.ops.quote_name
+
+            def column(name: str) -> str:
+                return q(meta.get_field(name).column)
+
+            sets = [f"{column(name)} = {column(name)} + %s" for name in CHECKPOINT_ADDED]
+            sets += [f"{column(name)} = %s" for name in CHECKPOINT_SET]
+            self._checkpoint_sql = (
+                f"UPDATE {q(meta.db_table)} SET {', '.join(sets)} "
+                f"WHERE {column('id')} = %s AND {column('owner_token')} = %s"
+            )
+        stamp = BackfillRun._meta.get_field("updated_at").get_db_prep_save(now, connection)
+        params = [
+            # CHECKPOINT_ADDED
+            window.size,
+            processed,
+            failed,
+            1,
+            seconds,
+            # CHECKPOINT_SET
+            self._dump_pk(window.upper),
+            window.size,
+            seconds,
+            stamp,
+            stamp,
+            # WHERE
+            run.pk,
+            self.token,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(self._checkpoint_sql, params)
+            return cursor.rowcount
 
     def _process_isolating(
         self, run: BackfillRun, queryset: Any, prepared: Any = None

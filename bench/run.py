@@ -685,17 +685,11 @@ def main() -> None:
         return results[(name, n)]["seconds"] / n
 
     small_offset = max(CHUNK, slow // 10)
-    row_kinds = [
-        "ours-row-fixed",
-        "ours-row-adaptive",
-        "ours-records-fixed",
-        "ours-records-adaptive",
-    ]
-    best_name = max(row_kinds, key=lambda name: rate(name, rows))
-    best_row = rate(best_name, rows)
-    # An estimate of the best a Python row backfill on one connection can do here: the
-    # server's work to write every row (taken as the single statement's) plus reading the rows
-    # and computing the values, one after the other.
+    serial = "ours-records-adaptive"
+    ahead = "ours-records-prefetch"
+    # The best a Python row backfill doing one thing at a time can do here: the server's work
+    # to write every row (taken as the single statement's) plus reading the rows and computing
+    # the values. Prefetching overlaps the two, so only the larger of them bounds it.
     set_04_max_ms = results[("ours-set-0.4s", rows)]["chunk_max_ms"]
     bound = rows / (
         results[("ceiling", rows)]["seconds"] + results[("floor-read-compute", rows)]["seconds"]
@@ -717,21 +711,29 @@ def main() -> None:
             f">= 0.95, chunks <= 500 ms (max {set_04_max_ms:.0f})",
         ),
         (
-            f"ours-row ({best_name}) / seed-bulk-update",
-            best_row / rate("seed-bulk-update"),
+            f"ours-row ({serial}) / seed-bulk-update",
+            rate(serial) / rate("seed-bulk-update"),
             ">= 10",
         ),
         (
-            "  bound (ceiling + floor-read-compute) / seed-bulk-update",
-            bound / rate("seed-bulk-update"),
-            "(about the most reachable)",
+            f"ours-row ({ahead}) / seed-bulk-update",
+            rate(ahead) / rate("seed-bulk-update"),
+            ">= 10",
         ),
-        (f"ours-row ({best_name}) / seed-save-loop", best_row / rate("seed-save-loop"), ">= 40"),
         (
-            "  bound (ceiling + floor-read-compute) / seed-save-loop",
-            bound / rate("seed-save-loop"),
-            "(about the most reachable)",
+            "  serial bound (ceiling + floor-read-compute) / seed-bulk-update",
+            bound / rate("seed-bulk-update"),
+            "(one thing at a time)",
         ),
+        (f"ours-row ({serial}) / seed-save-loop", rate(serial) / rate("seed-save-loop"), ">= 40"),
+        (f"ours-row ({ahead}) / seed-save-loop", rate(ahead) / rate("seed-save-loop"), ">= 40"),
+        (
+            "  serial bound (ceiling + floor-read-compute) / seed-save-loop",
+            bound / rate("seed-save-loop"),
+            "(one thing at a time)",
+        ),
+        (f"ours-row ({serial}) / serial bound", rate(serial) / bound, "(<= 1)"),
+        (f"ours-row ({ahead}) / ceiling", rate(ahead) / rate("ceiling"), "(the single UPDATE)"),
         (
             "ours-row with instances (best of fixed, adaptive) / hand-keyset-values",
             max(rate("ours-row-fixed", rows), rate("ours-row-adaptive"))
@@ -744,7 +746,6 @@ def main() -> None:
             / rate("hand-keyset-values"),
             "",
         ),
-        (f"ours-row ({best_name}) / bound", best_row / bound, "(<= 1)"),
         (
             "checkpoint overhead (median of pairs, records fixed/no-checkpoint - 1)",
             statistics.median(pair_ratios),

@@ -27,6 +27,8 @@ from tests.testapp.models import Item
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NAME = "testapp.chaos_count_items"  # 50 rows a chunk, each chunk held open ~30 ms
+# The same with a row backfill reading each next chunk ahead on a second connection.
+PREFETCH = "testapp.prefetch_count_items"
 ROWS = 20_000
 BATCH = 50
 #: Kills that land after the process claimed the run and committed a chunk.
@@ -37,12 +39,7 @@ SEED = int(os.environ.get("CHAOS_SEED", "12345"))
 
 
 def latest_run() -> BackfillRun | None:
-    return BackfillRun.objects.filter(name=NAME).order_by("-id").first()
-
-
-def chunks_done() -> int:
-    run = latest_run()
-    return run.chunks_done if run else 0
+    return BackfillRun.objects.order_by("-id").first()
 
 
 def working_or_ended(process: subprocess.Popen[str], chunks_before: int) -> bool:
@@ -72,13 +69,17 @@ def expected_start(previous: BackfillRun | None, sig: signal.Signals) -> str:
         return "Started run #"
     # After SIGKILL the dead owner still holds the lease; after SIGTERM it released it.
     if previous.owner_token:
-        return f"Taking over run #{previous.pk} of {NAME} from its checkpoint"
-    return f"Resuming run #{previous.pk} of {NAME} from its checkpoint"
+        return f"Taking over run #{previous.pk} of {previous.name} from its checkpoint"
+    return f"Resuming run #{previous.pk} of {previous.name} from its checkpoint"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "name, sig",
+    [(NAME, signal.SIGKILL), (NAME, signal.SIGTERM), (PREFETCH, signal.SIGKILL)],
+    ids=["SIGKILL", "SIGTERM", "prefetch-SIGKILL"],
+)
 def test_killed_at_random_moments_every_row_is_counted_exactly_once(
-    sig: signal.Signals, spawn: Callable[[list[str]], subprocess.Popen[str]]
+    name: str, sig: signal.Signals, spawn: Callable[[list[str]], subprocess.Popen[str]]
 ) -> None:
     seed = SEED + int(sig)
     rng = random.Random(seed)
@@ -92,7 +93,7 @@ def test_killed_at_random_moments_every_row_is_counted_exactly_once(
         before = latest_run()
         done_before = before.chunks_done if before else 0
         early = before is not None and rng.random() < EARLY_SHARE
-        process = spawn(["backfill", "run", NAME, "--progress-interval", "0"])
+        process = spawn(["backfill", "run", name, "--progress-interval", "0"])
         if early:
             time.sleep(rng.uniform(0.0, 0.6))
         else:
@@ -146,14 +147,14 @@ def test_killed_at_random_moments_every_row_is_counted_exactly_once(
 
     before = latest_run()
     code, out, err = manage(
-        ["backfill", "run", NAME, "--batch-size", "2000", "--progress-interval", "0"],
+        ["backfill", "run", name, "--batch-size", "2000", "--progress-interval", "0"],
         project="tests",
     )
     elapsed = time.monotonic() - started
 
     assert code == 0, err
     assert expected_start(before, sig) in out
-    assert f"Completed run #{before.pk} of {NAME}: {ROWS:,} rows walked, {ROWS:,} processed" in out
+    assert f"Completed run #{before.pk} of {name}: {ROWS:,} rows walked, {ROWS:,} processed" in out
     run = latest_run()
     assert run is not None
     assert (run.state, run.rows_scanned, run.rows_processed) == ("completed", ROWS, ROWS)
@@ -162,7 +163,7 @@ def test_killed_at_random_moments_every_row_is_counted_exactly_once(
     final = histogram()
     kills = mid_run_kills + early_kills
     print(
-        f"\nchaos {sig.name} seed={seed}: {kills} kills ({mid_run_kills} mid-run, "
+        f"\nchaos {name} {sig.name} seed={seed}: {kills} kills ({mid_run_kills} mid-run, "
         f"{early_kills} at a random moment after spawning: {dict(early_landed)}), chunks "
         f"committed at each kill {kill_points} ({late_commits} committed by the server after "
         f"the client was seen dead), final counter histogram {dict(final)}, {elapsed:.1f}s"
