@@ -13,7 +13,8 @@ from .registry import registry
 @checks.register("backfills")
 def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """backfills.E001: the model cannot be resolved or walked; E002: no process hook;
-    E003: a row backfill with ``read_fields`` names (there or in ``fields``) a non-column."""
+    E003: a row backfill with ``read_fields`` names (there or in ``fields``) a non-column;
+    W002: ``prefetch = True`` on a backfill that cannot read ahead."""
     from .base import Backfill, RowBackfill
 
     messages: list[checks.CheckMessage] = []
@@ -46,6 +47,17 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                         id="backfills.E003",
                     )
                 )
+        if backfill_cls.prefetch and not backfill_cls.can_prefetch():
+            messages.append(
+                checks.Warning(
+                    f"Backfill {backfill_cls.name} sets prefetch = True, but its chunks are "
+                    "read and written by one hook, so it runs without reading ahead.",
+                    hint="Prefetching needs a RowBackfill that keeps RowBackfill's "
+                    "process_window(); otherwise remove `prefetch`.",
+                    obj=backfill_cls,
+                    id="backfills.W002",
+                )
+            )
         overrides = (
             backfill_cls.process_chunk is not Backfill.process_chunk
             or backfill_cls.process_window is not Backfill.process_window

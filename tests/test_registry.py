@@ -122,3 +122,42 @@ def test_system_check_reports_read_fields_that_are_not_columns() -> None:
         assert message.id == "backfills.E003" and "no field 'no_such_column'" in message.msg
     finally:
         registry.unregister("testapp.reads_nothing")
+
+
+def test_system_check_warns_when_prefetch_cannot_apply() -> None:
+    class CountsAhead(Backfill):
+        name = "testapp.counts_ahead"
+        model = "testapp.Item"
+        prefetch = True
+
+        def process_chunk(self, rows: list[Any]) -> None:
+            pass
+
+    class WritesInItsWindowHook(RowBackfill):
+        name = "testapp.writes_in_its_window_hook"
+        model = "testapp.Record"
+        fields = ["text"]
+        prefetch = True
+
+        def process_window(self, queryset: Any) -> int:
+            return queryset.update(text="x")
+
+    class ReadsAhead(WritesInItsWindowHook):
+        name = "testapp.reads_ahead"
+        process_window = RowBackfill.process_window
+
+        def transform(self, row: Any) -> None:
+            row.text = "x"
+
+    classes = [CountsAhead, WritesInItsWindowHook, ReadsAhead]
+    for cls in classes:
+        registry.register(cls)
+    try:
+        found = {m.obj: (m.id, type(m)) for m in check_backfills() if m.obj in classes}
+        assert found == {
+            CountsAhead: ("backfills.W002", checks.Warning),
+            WritesInItsWindowHook: ("backfills.W002", checks.Warning),
+        }
+    finally:
+        for cls in classes:
+            registry.unregister(cls.name)
