@@ -165,12 +165,14 @@ def _own_migrations() -> tuple[tuple[str, str], ...]:
 
 
 def owner_alive(run: BackfillRun) -> bool:
-    """Whether a live process holds *run*'s lease, as far as this host can tell: the pid on
-    this host, the heartbeat's age for another host."""
+    """Whether a live process holds *run*'s lease, by the rule ``Runner._claim`` applies: an
+    owner on this host whose pid is gone is dead at once; otherwise the lease holds while the
+    heartbeat is younger than LEASE_SECONDS (a live pid with a stale heartbeat may be stopped,
+    or a reused pid, and its run is taken over)."""
     if not run.owner_token or run.heartbeat_at is None:
         return False
-    if run.owner_host == socket.gethostname() and run.owner_pid:
-        return pid_alive(run.owner_pid)
+    if run.owner_host == socket.gethostname() and run.owner_pid and not pid_alive(run.owner_pid):
+        return False
     lease = timedelta(seconds=float(conf.get("LEASE_SECONDS")))
     return timezone.now() - run.heartbeat_at < lease
 

@@ -16,7 +16,7 @@ from backfills import Outcome, run_backfill
 from backfills.events import ChunkCommitted, Event, RunStarted
 from backfills.exceptions import BackfillFailed, LeaseLost, RunNotResumable, RunOwned
 from backfills.models import BackfillRun
-from backfills.runner import pid_alive
+from backfills.runner import owner_alive, pid_alive
 from tests.testapp.models import BigItem, CodeItem, Item, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -220,6 +220,19 @@ def test_a_live_owner_on_this_host_is_not_taken_over() -> None:
     _claimed_by(socket.gethostname(), os.getppid(), heartbeat_age=0)
     with pytest.raises(RunOwned):
         run_backfill("testapp.count_items")
+
+
+def test_a_live_pid_on_this_host_with_a_stale_heartbeat_has_lost_its_lease() -> None:
+    run = _claimed_by(socket.gethostname(), os.getppid(), heartbeat_age=120)
+
+    # A stopped process, or a reused pid: --restart (which asks owner_alive) goes ahead, as a
+    # plain run's claim would.
+    assert not owner_alive(run)
+    result = run_backfill("testapp.count_items", restart=True)
+
+    assert result.outcome is Outcome.COMPLETED
+    assert BackfillRun.objects.get(pk=run.pk).status_reason == "superseded by --restart"
+    assert counters(Item) == [2] * 10 + [1] * 20  # the restart walked every row again
 
 
 def test_force_takes_over_a_fresh_lease() -> None:
