@@ -830,8 +830,9 @@ class Runner:
         """Advance the run's cursor and counters past *window*, if we still own the run;
         returns the rows matched (1, or 0 when the lease was lost).
 
-        One prepared-once statement: the ORM's ``update()`` with its F() expressions cost
-        about twice the database's own time for this UPDATE, once per chunk."""
+        One statement whose SQL is built once per run: building the ORM's ``update()`` with
+        its F() expressions took about twice the database's own time for this UPDATE, in
+        every chunk."""
         connection = connections[self.using]
         if self._checkpoint_sql is None:
             meta = BackfillRun._meta
