@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
-from .writers import as_instances, write_rows
+from .writers import Statement, as_instances, build_writes, execute_writes, write_rows
 
 if TYPE_CHECKING:
     from .chunking import Window
@@ -276,6 +276,16 @@ def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
     return _ROW_TYPES[key]
 
 
+@dataclasses.dataclass
+class PreparedChunk:
+    """What ``RowBackfill.prepare_window`` gives the runner: the transformed rows and, when the
+    backfill writes with the default ``write_rows()``, the statements that write them (None:
+    ``write_prepared`` calls ``write_rows``)."""
+
+    rows: list[Any]
+    statements: list[Statement] | None = None
+
+
 def is_record(row: Any) -> bool:
     """Whether *row* is a ``read_fields`` record (not a model instance)."""
     return type(row) in _ROW_TYPES.values()
@@ -399,19 +409,27 @@ class RowBackfill(Backfill):
             )
         return cls.process_window is RowBackfill.process_window
 
-    def prepare_window(self, queryset: models.QuerySet[Any]) -> list[Any]:
-        """Load the chunk's rows and transform them (in the current direction); returns the
-        rows to write."""
+    def prepare_window(self, queryset: models.QuerySet[Any]) -> PreparedChunk:
+        """Load the chunk's rows and transform them (in the current direction); with the
+        default ``write_rows()``, also build the statements that will write them."""
         if self.reverse:
             fields, transform = self.reverse_fields or self.fields, self.reverse_transform_chunk
         else:
             fields, transform = self.fields, self.transform_chunk
-        return self._transform(transform, self.load_rows(queryset, fields))
+        rows = self._transform(transform, self.load_rows(queryset, fields))
+        statements = None
+        if type(self).write_rows is Backfill.write_rows:
+            connection = connections[self.using]
+            statements = build_writes(self.model_class, rows, fields, connection, self.window)
+        return PreparedChunk(rows, statements)
 
-    def write_prepared(self, prepared: list[Any]) -> int:
-        fields = (self.reverse_fields or self.fields) if self.reverse else self.fields
-        self.write_rows(prepared, fields)
-        return len(prepared)
+    def write_prepared(self, prepared: PreparedChunk) -> int:
+        if prepared.statements is not None:
+            execute_writes(prepared.statements, self.using)
+        else:
+            fields = (self.reverse_fields or self.fields) if self.reverse else self.fields
+            self.write_rows(prepared.rows, fields)
+        return len(prepared.rows)
 
 
 class UpdateBackfill(Backfill):

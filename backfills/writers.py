@@ -63,9 +63,28 @@ def write_rows(
     rows = list(rows)
     if not rows:
         return 0
+    statements = build_writes(model, rows, fields, connections[using], window)
+    if statements is None:  # another backend: Django's portable path
+        instances = as_instances(model, rows, fields)
+        return model._base_manager.using(using).bulk_update(instances, list(fields))
+    return execute_writes(statements, using)
+
+
+Statement = tuple[str, list[Any]]
+
+
+def build_writes(
+    model: type[models.Model],
+    rows: list[Any],
+    fields: Sequence[str],
+    connection: Any,
+    window: Window | None = None,
+) -> list[Statement] | None:
+    """The statements ``write_rows`` runs, built without touching the database (so a
+    prefetching worker can build them with its own connection's settings); None for a backend
+    without a one-statement form."""
     if not fields:
         raise ValueError("write_rows() needs at least one field name.")
-    connection = connections[using]
     meta = model._meta
     concrete = [meta.get_field(name) for name in fields]
     for field in concrete:
@@ -73,17 +92,18 @@ def write_rows(
             raise ValueError(f"{meta.label}.{field.name} cannot be written by write_rows().")
     pk = meta.pk
     assert pk is not None
+    build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
+    if build is None:
+        return None
+    if not rows:
+        return []
     limit = min(MAX_PARAMS, connection.features.max_query_params or MAX_PARAMS)
     per_statement = max(1, limit // (len(concrete) + 1))
-    build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
-    if build is None:  # another backend: Django's portable path
-        instances = as_instances(model, rows, fields)
-        return model._base_manager.using(using).bulk_update(instances, list(fields))
     if connection.vendor == "postgresql":
         per_statement = len(rows)  # arrays: two parameters per column, whatever the count
-    matched = 0
     prepare_pk = save_preparer(pk, connection)
     preparers = [(f.attname, save_preparer(f, connection)) for f in concrete]
+    statements = []
     for start in range(0, len(rows), per_statement):
         batch = rows[start : start + per_statement]
         values = [
@@ -105,7 +125,15 @@ def write_rows(
             if window.lower is not None:
                 sql += f" AND {column} > %s"
                 params.append(pk.get_db_prep_value(window.lower, connection))
-        with connection.cursor() as cursor:
+        statements.append((sql, params))
+    return statements
+
+
+def execute_writes(statements: list[Statement], using: str) -> int:
+    """Run statements from ``build_writes`` on *using*; returns the rows matched."""
+    matched = 0
+    with connections[using].cursor() as cursor:
+        for sql, params in statements:
             cursor.execute(sql, params)
             matched += cursor.rowcount
     return matched
