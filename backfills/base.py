@@ -67,9 +67,10 @@ class Backfill:
     #: one is written, so the database's write and Python's work overlap. Only kinds that
     #: split reading from writing use it (``RowBackfill``), and only on PostgreSQL and
     #: MySQL/MariaDB outside an enclosing transaction; elsewhere chunks run one after the other.
-    #: The reading and ``transform`` then happen in a worker thread before the chunk's
-    #: transaction opens, so ``transform`` must only compute values: a database write of its
-    #: own would not be part of the chunk's transaction.
+    #: The reading and ``transform`` then happen in a worker thread, on a shallow copy of the
+    #: backfill, up to PREFETCH_MAX_AGE seconds before the chunk's transaction opens, so
+    #: ``transform`` must be a pure computation: a database write of its own would not be part
+    #: of the chunk's transaction, and a chunk read ahead and then dropped is transformed again.
     prefetch: ClassVar[bool] = False
 
     def __init__(
@@ -266,13 +267,15 @@ def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
     by identity (model instances compare by primary key)."""
     key = (model, tuple(attnames))
     if key not in _ROW_TYPES:
-        _ROW_TYPES[key] = dataclasses.make_dataclass(
+        made = dataclasses.make_dataclass(
             f"{model.__name__}Row",
             [(name, Any) for name in attnames],
             namespace={"pk": property(attrgetter(attnames[0]))},
             slots=True,
             eq=False,
         )
+        # setdefault: a prefetch worker may get here at the same time; one type wins.
+        return _ROW_TYPES.setdefault(key, made)
     return _ROW_TYPES[key]
 
 
@@ -369,7 +372,7 @@ class RowBackfill(Backfill):
         key = (type(self), tuple(written))
         if key not in _RECORD_LAYOUTS:
             names = self.row_attnames(written)
-            _RECORD_LAYOUTS[key] = (names, row_type(self.model_class, names))
+            _RECORD_LAYOUTS.setdefault(key, (names, row_type(self.model_class, names)))
         names, make = _RECORD_LAYOUTS[key]
         rows = queryset.prefetch_related(None).values_list(*names)
         return [make(*values) for values in rows]

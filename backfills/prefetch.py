@@ -2,12 +2,16 @@
 
 A row backfill spends its chunk reading rows, computing in Python and writing; serially, the
 database waits for Python and Python for the database. With prefetching, a worker thread with
-its own connection finds chunk N+1's window, loads its rows and transforms them while the runner
-writes chunk N and commits it with its checkpoint. Nothing about the commit changes: the runner
-still writes each chunk and its checkpoint in one transaction, in order, on its own connection;
-the worker only reads. A prefetched chunk that does not start at the runner's cursor (after a
-retry shrank the window, or a stop) is thrown away, and any error in the worker only means the
-runner does that chunk itself, where errors are handled as always.
+its own connection finds chunk N+1's window, loads its rows, transforms them and builds the
+write while the runner writes chunk N and commits it with its checkpoint. The commits do not
+change: the runner still writes each chunk and its checkpoint in one transaction, in order, on
+its own connection; the worker only reads (in a transaction of its own, under the same lock and
+statement timeouts as a chunk). A prefetched chunk that does not start at the runner's cursor
+(after a retry shrank the window), that is larger than the current chunk size, or whose read
+began more than PREFETCH_MAX_AGE seconds ago (the runner slept or was throttled meanwhile) is
+thrown away, and any error in the worker only means the runner does that chunk itself, where
+errors are handled as always. What does change is when the rows are read: up to
+PREFETCH_MAX_AGE before the chunk's write instead of just before it.
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ import copy
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from .base import Backfill
 from .chunking import Window, next_window
 
 logger = logging.getLogger("backfills")
 
-Prefetched = tuple[Window | None, Any]
+# (the window or None at the end of the walk, what prepare_window returned, when the read began)
+Prefetched = tuple[Window | None, Any, float]
 
 
 def prefetch_unavailable(backfill: Backfill, using: str) -> str | None:
@@ -48,15 +55,25 @@ def prefetch_unavailable(backfill: Backfill, using: str) -> str | None:
 class Prefetcher:
     """One worker thread reading ahead by one chunk on its own connection to *using*."""
 
-    def __init__(self, backfill: Backfill, using: str) -> None:
+    def __init__(
+        self,
+        backfill: Backfill,
+        using: str,
+        *,
+        max_age: float,
+        prepare_connection: Callable[[Any], None] = lambda connection: None,
+    ) -> None:
         self.backfill = backfill
         self.using = using
+        self.max_age = max_age
+        #: Called on the worker's connection inside each read's transaction (chunk timeouts).
+        self.prepare_connection = prepare_connection
         self.model = type(backfill).get_model()
         self._jobs: queue.SimpleQueue[tuple[Any, Any, int, Future[Prefetched]] | None] = (
             queue.SimpleQueue()
         )
         self._pending: tuple[Any, int, Future[Prefetched]] | None = None
-        #: Chunks the runner took from the worker (tests and `make bench` read it).
+        #: Chunks the runner took from the worker.
         self.used = 0
         self._thread = threading.Thread(target=self._work, name="backfills-prefetch", daemon=True)
         self._thread.start()
@@ -78,17 +95,26 @@ class Prefetcher:
         if pending is None or pending[0] != cursor:
             return None
         try:
-            window, prepared = pending[2].result()
+            window, prepared, read_at = pending[2].result()
         except Exception as exc:  # the runner redoes the chunk and handles the error there
-            logger.debug("prefetching the chunk after %r failed: %r", cursor, exc)
+            logger.warning(
+                "reading ahead the chunk after %r failed (%s: %s); the runner reads it itself",
+                cursor,
+                type(exc).__name__,
+                exc,
+            )
             return None
         if window is None or window.size > max_size:
+            return None
+        if time.monotonic() - read_at > self.max_age:
+            logger.debug("the chunk read ahead after %r is too old; reading it again", cursor)
             return None
         self.used += 1
         return window, prepared
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker (after its current job) and close its connection."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the worker after its current job; it closes its connection as it ends (a
+        daemon thread: a job still running after *timeout* does not keep the process up)."""
         if self._pending is not None:
             self._pending[2].cancel()
             self._pending = None
@@ -111,12 +137,15 @@ class Prefetcher:
             connections[self.using].close()
 
     def _prepare(self, cursor: Any, horizon: Any, size: int) -> Prefetched:
-        window = next_window(self.model, self.using, cursor, horizon, size)
-        if window is None:
-            return None, None
-        # A shallow copy, so that `window` is this chunk's while the runner's backfill holds
-        # the chunk being written; everything else (params, caches) is shared.
-        backfill = copy.copy(self.backfill)
-        backfill.window = window
-        queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
-        return window, backfill.prepare_window(queryset)
+        read_at = time.monotonic()
+        with transaction.atomic(using=self.using):
+            self.prepare_connection(connections[self.using])
+            window = next_window(self.model, self.using, cursor, horizon, size)
+            if window is None:
+                return None, None, read_at
+            # A shallow copy, so that `window` is this chunk's while the runner's backfill
+            # holds the chunk being written; everything else (params, caches) is shared.
+            backfill = copy.copy(self.backfill)
+            backfill.window = window
+            queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
+            return window, backfill.prepare_window(queryset), read_at

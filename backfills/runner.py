@@ -555,7 +555,12 @@ class Runner:
         """The loop, with the read-ahead worker running when the backfill asks for one."""
         why_not = prefetch_unavailable(self.backfill, self.using)
         if why_not is None:
-            self.prefetcher = Prefetcher(self.backfill, self.using)
+            self.prefetcher = Prefetcher(
+                self.backfill,
+                self.using,
+                max_age=float(conf.get("PREFETCH_MAX_AGE")),
+                prepare_connection=apply_chunk_timeouts,
+            )
             logger.info("backfill %s reads each next chunk ahead on a second connection", run.name)
         elif self.backfill_cls.prefetch:
             logger.info("backfill %s does not prefetch: %s", run.name, why_not)
@@ -731,6 +736,10 @@ class Runner:
             started = time.perf_counter()
             size = self.sizer.size if limit is None else max(1, min(self.sizer.size, limit))
             try:
+                if attempt > 0:
+                    committed = self._committed_meanwhile(run)
+                    if committed is not None:
+                        return committed
                 taken = None
                 if self.prefetcher is not None and attempt == 0:
                     taken = self.prefetcher.take(cursor, size)
@@ -744,7 +753,7 @@ class Runner:
                     )
                 if window is None:
                     return None
-                if self.prefetcher is not None:
+                if self.prefetcher is not None and self._stop_reason is None:
                     following = self.sizer.size if limit is None else limit - window.size
                     if following > 0:
                         self.prefetcher.submit(
@@ -776,6 +785,34 @@ class Runner:
                 self._interruptible_sleep(delay)
                 self._reconnect_if_needed()
                 self._count_retry(run)
+
+    def _committed_meanwhile(self, run: BackfillRun) -> tuple[Window, int, int, float] | None:
+        """The chunk whose attempt failed, if its transaction did commit: an error reported for
+        the COMMIT itself (a connection lost just after sending it) does not mean the server
+        rolled it back. Read from the checkpoint, never done twice."""
+        row = (
+            self._runs()
+            .filter(pk=run.pk, owner_token=self.token)
+            .values("chunks_done", "cursor", "rows_scanned", "rows_processed", "rows_failed")
+            .first()
+        )
+        if row is None or row["chunks_done"] == run.chunks_done:
+            return None
+        window = Window(
+            self._load_pk(run.cursor),
+            self._load_pk(row["cursor"]),
+            row["rows_scanned"] - run.rows_scanned,
+        )
+        processed = row["rows_processed"] - run.rows_processed
+        failed = row["rows_failed"] - run.rows_failed
+        run.refresh_from_db(using=self.using)
+        logger.warning(
+            "backfill %s: the chunk up to %r committed although its commit reported an error; "
+            "going on from its checkpoint",
+            run.name,
+            window.upper,
+        )
+        return window, processed, failed, run.last_chunk_seconds or 0.0
 
     def _run_chunk(
         self, run: BackfillRun, window: Window, started: float, prepared: Any = None

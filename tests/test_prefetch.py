@@ -14,7 +14,8 @@ from backfills.models import BackfillRun, QuarantinedRow
 from backfills.registry import registry
 from backfills.runner import Runner, RunOptions
 from tests.testapp.backfills import PrefetchCountItems
-from tests.testapp.models import Item
+from tests.testapp.kinds import WRITTEN, expected_values
+from tests.testapp.models import Item, Record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,3 +105,31 @@ def test_inside_an_enclosing_transaction_nothing_is_read_ahead() -> None:
     assert result.outcome is Outcome.COMPLETED
     assert runner.prefetched_chunks == 0
     assert counters() == {6: 200}
+
+
+@prefetching_backends
+def test_statements_built_ahead_write_every_field_type_exactly() -> None:
+    Record.objects.bulk_create(
+        [Record(untouched="keep me", data={"seed": [1, "a"]}) for _ in range(40)]
+    )
+
+    runner, result = run("testapp.fill_records_prefetching")  # 7 rows a chunk
+
+    assert result.outcome is Outcome.COMPLETED
+    assert result.run.chunks_done == 6
+    assert runner.prefetched_chunks == 5
+    for record in Record.objects.order_by("pk"):
+        assert {name: getattr(record, name) for name in WRITTEN} == expected_values(record.pk)
+        assert record.done and record.untouched == "keep me"
+
+
+@prefetching_backends
+def test_a_chunk_read_ahead_too_long_ago_is_read_again(settings: Any) -> None:
+    settings.BACKFILLS = {**getattr(settings, "BACKFILLS", {}), "PREFETCH_MAX_AGE": 0.0}
+    make_items(300)
+
+    runner, result = run()
+
+    assert result.outcome is Outcome.COMPLETED
+    assert runner.prefetched_chunks == 0
+    assert counters() == {1: 300}

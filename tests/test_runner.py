@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from backfills import Outcome, run_backfill
@@ -309,3 +309,29 @@ def test_restart_supersedes_a_run_whose_owner_is_gone() -> None:
     )
     assert new.state == "completed"
     assert counters(Item) == [2] * 10 + [1] * 20
+
+
+def test_a_chunk_whose_commit_went_through_but_reported_an_error_is_not_done_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_items(Item, 30)
+    real_commit = connection.commit
+    failed: list[int] = []
+
+    def commit_then_fail() -> None:
+        real_commit()
+        if not failed:
+            failed.append(1)
+            # Transient, as a connection lost right after sending COMMIT would be.
+            raise OperationalError("database is locked")
+
+    def arm(event: Event) -> None:
+        if isinstance(event, RunStarted):  # the next commit is the first chunk's
+            monkeypatch.setattr(connection, "commit", commit_then_fail)
+
+    result = run_backfill("testapp.count_items", listeners=[arm])
+
+    assert failed == [1]
+    assert result.outcome is Outcome.COMPLETED
+    assert counters(Item) == [1] * 30
+    assert (result.run.chunks_done, result.run.rows_processed) == (3, 30)
