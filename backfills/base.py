@@ -68,7 +68,8 @@ class Backfill:
     #: split reading from writing use it (``RowBackfill``), and only on PostgreSQL and
     #: MySQL/MariaDB outside an enclosing transaction; elsewhere chunks run one after the other.
     #: The reading and ``transform`` then happen in a worker thread, on a shallow copy of the
-    #: backfill, up to PREFETCH_MAX_AGE seconds before the chunk's transaction opens, so
+    #: backfill, before the previous chunk's write (waiting at most PREFETCH_MAX_AGE seconds
+    #: once ready, else the chunk is read again), so
     #: ``transform`` must be a pure computation: a database write of its own would not be part
     #: of the chunk's transaction, and a chunk read ahead and then dropped is transformed again.
     prefetch: ClassVar[bool] = False

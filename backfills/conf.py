@@ -51,9 +51,9 @@ DEFAULTS: dict[str, Any] = {
     # On SQLite, pause this fraction of each chunk's duration (at most 0.1 s) after it, so
     # other writers waiting for the database's single write lock get their turn.
     "SQLITE_GAP": 0.1,
-    # Backfill.prefetch: a chunk read ahead is used only if its read began at most this many
-    # seconds before the runner gets to it (else it is read again, so a sleep or a throttled
-    # wait never makes the rows written older than this).
+    # Backfill.prefetch: a chunk read ahead is used only if it waited at most this many seconds
+    # for the runner once ready (else it is read again, so a sleep or a throttled wait never
+    # leaves the rows written this much older than without prefetching).
     "PREFETCH_MAX_AGE": 1.0,
     # Above this many rows (by table statistics) the total is estimated, not counted.
     "ESTIMATE_ABOVE": 1_000_000,

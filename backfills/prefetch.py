@@ -7,11 +7,13 @@ write while the runner writes chunk N and commits it with its checkpoint. The co
 change: the runner still writes each chunk and its checkpoint in one transaction, in order, on
 its own connection; the worker only reads (in a transaction of its own, under the same lock and
 statement timeouts as a chunk). A prefetched chunk that does not start at the runner's cursor
-(after a retry shrank the window), that is larger than the current chunk size, or whose read
-began more than PREFETCH_MAX_AGE seconds ago (the runner slept or was throttled meanwhile) is
-thrown away, and any error in the worker only means the runner does that chunk itself, where
-errors are handled as always. What does change is when the rows are read: up to
-PREFETCH_MAX_AGE before the chunk's write instead of just before it.
+(after a retry shrank the window), that is larger than the current chunk size, or that has
+waited more than PREFETCH_MAX_AGE seconds for the runner since it was ready (the runner slept
+or was throttled meanwhile) is thrown away, and any error in the worker only means the runner
+does that chunk itself, where errors are handled as always. What does change is when the rows
+are read: before the previous chunk's write rather than just before their own (the wait after
+they are ready is bounded by PREFETCH_MAX_AGE; the time ``transform`` takes is there either
+way).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .chunking import Window, next_window
 
 logger = logging.getLogger("backfills")
 
-# (the window or None at the end of the walk, what prepare_window returned, when the read began)
+# (the window or None at the end of the walk, what prepare_window returned, when it was ready)
 Prefetched = tuple[Window | None, Any, float]
 
 
@@ -95,7 +97,7 @@ class Prefetcher:
         if pending is None or pending[0] != cursor:
             return None
         try:
-            window, prepared, read_at = pending[2].result()
+            window, prepared, ready_at = pending[2].result()
         except Exception as exc:  # the runner redoes the chunk and handles the error there
             logger.warning(
                 "reading ahead the chunk after %r failed (%s: %s); the runner reads it itself",
@@ -106,8 +108,8 @@ class Prefetcher:
             return None
         if window is None or window.size > max_size:
             return None
-        if time.monotonic() - read_at > self.max_age:
-            logger.debug("the chunk read ahead after %r is too old; reading it again", cursor)
+        if time.monotonic() - ready_at > self.max_age:
+            logger.debug("the chunk read ahead after %r waited too long; reading it again", cursor)
             return None
         self.used += 1
         return window, prepared
@@ -137,15 +139,15 @@ class Prefetcher:
             connections[self.using].close()
 
     def _prepare(self, cursor: Any, horizon: Any, size: int) -> Prefetched:
-        read_at = time.monotonic()
         with transaction.atomic(using=self.using):
             self.prepare_connection(connections[self.using])
             window = next_window(self.model, self.using, cursor, horizon, size)
             if window is None:
-                return None, None, read_at
+                return None, None, time.monotonic()
             # A shallow copy, so that `window` is this chunk's while the runner's backfill
             # holds the chunk being written; everything else (params, caches) is shared.
             backfill = copy.copy(self.backfill)
             backfill.window = window
             queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
-            return window, backfill.prepare_window(queryset), read_at
+            prepared = backfill.prepare_window(queryset)
+        return window, prepared, time.monotonic()
