@@ -416,10 +416,8 @@ class RowBackfill(Backfill):
     def prepare_window(self, queryset: models.QuerySet[Any]) -> PreparedChunk:
         """Load the chunk's rows and transform them (in the current direction); with the
         default ``write_rows()``, also build the statements that will write them."""
-        if self.reverse:
-            fields, transform = self.reverse_fields or self.fields, self.reverse_transform_chunk
-        else:
-            fields, transform = self.fields, self.transform_chunk
+        fields = self._written_fields()
+        transform = self.reverse_transform_chunk if self.reverse else self.transform_chunk
         rows = self._transform(transform, self.load_rows(queryset, fields))
         statements = None
         if type(self).write_rows is Backfill.write_rows:
@@ -431,9 +429,12 @@ class RowBackfill(Backfill):
         if prepared.statements is not None:
             execute_writes(prepared.statements, self.using)
         else:
-            fields = (self.reverse_fields or self.fields) if self.reverse else self.fields
-            self.write_rows(prepared.rows, fields)
+            self.write_rows(prepared.rows, self._written_fields())
         return len(prepared.rows)
+
+    def _written_fields(self) -> Sequence[str]:
+        """The columns written in the current direction."""
+        return (self.reverse_fields or self.fields) if self.reverse else self.fields
 
 
 class UpdateBackfill(Backfill):

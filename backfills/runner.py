@@ -70,11 +70,6 @@ logger = logging.getLogger("backfills")
 State = BackfillRun.State
 
 
-# The run row's columns a checkpoint adds to, and those it sets (Runner._write_checkpoint).
-CHECKPOINT_ADDED = ("rows_scanned", "rows_processed", "rows_failed", "chunks_done", "time_running")
-CHECKPOINT_SET = ("cursor", "last_chunk_size", "last_chunk_seconds", "heartbeat_at", "updated_at")
-
-
 class Outcome(enum.Enum):
     """How ``Runner.run()`` ended."""
 
@@ -743,14 +738,11 @@ class Runner:
                 taken = None
                 if self.prefetcher is not None and attempt == 0:
                     taken = self.prefetcher.take(cursor, size)
-                if taken is not None:
-                    window, prepared = taken
-                else:
-                    # Inside the retry loop: a dropped connection can surface here too.
-                    window, prepared = (
-                        next_window(self.model, self.using, cursor, horizon, size),
-                        None,
-                    )
+                # Inside the retry loop: a dropped connection can surface here too.
+                window, prepared = taken or (
+                    next_window(self.model, self.using, cursor, horizon, size),
+                    None,
+                )
                 if window is None:
                     return None
                 if self.prefetcher is not None and self._stop_reason is None:
@@ -825,16 +817,29 @@ class Runner:
             self.backfill.window = window
             if self.backfill_cls.quarantine:
                 processed, failed = self._process_isolating(run, queryset, prepared)
-            elif prepared is not None:
-                processed, failed = self.backfill.write_prepared(prepared), 0
             else:
-                processed, failed = self.backfill.run_window(queryset), 0
+                processed, failed = self._process(queryset, prepared), 0
             seconds = time.perf_counter() - started
             now = timezone.now()
+            # The checkpoint: columns of the run row it adds to, and those it sets.
+            added = {
+                "rows_scanned": window.size,
+                "rows_processed": processed,
+                "rows_failed": failed,
+                "chunks_done": 1,
+                "time_running": seconds,
+            }
+            assigned = {
+                "cursor": self._dump_pk(window.upper),
+                "last_chunk_size": window.size,
+                "last_chunk_seconds": seconds,
+                "heartbeat_at": now,
+                "updated_at": now,
+            }
             updated = 1
             checkpoint_started = time.perf_counter()
             if self.checkpoints:
-                updated = self._write_checkpoint(run, window, processed, failed, seconds, now)
+                updated = self._write_checkpoint(run, added, assigned)
             self.checkpoint_seconds += time.perf_counter() - checkpoint_started
             if updated != 1:
                 # Leaving atomic() with this exception rolls the chunk back.
@@ -842,69 +847,55 @@ class Runner:
                     f"Run #{run.pk} of {run.name} was taken over by another process; this "
                     "process stopped without committing its open chunk."
                 )
-        run.cursor = self._dump_pk(window.upper)
-        run.rows_scanned += window.size
-        run.rows_processed += processed
-        run.rows_failed += failed
-        run.chunks_done += 1
-        run.last_chunk_size = window.size
-        run.last_chunk_seconds = seconds
-        run.time_running += seconds
-        run.heartbeat_at = run.updated_at = now
+        for name, value in added.items():
+            setattr(run, name, getattr(run, name) + value)
+        for name, value in assigned.items():
+            setattr(run, name, value)
         # The checkpoint records the time up to its own write; sizing and the display also
         # count the commit, which is part of what a chunk costs.
         return processed, failed, time.perf_counter() - started
 
     def _write_checkpoint(
-        self,
-        run: BackfillRun,
-        window: Window,
-        processed: int,
-        failed: int,
-        seconds: float,
-        now: Any,
+        self, run: BackfillRun, added: dict[str, Any], assigned: dict[str, Any]
     ) -> int:
-        """Advance the run's cursor and counters past *window*, if we still own the run;
+        """Add *added* to, and set *assigned* on, the run's row if we still own the run;
         returns the rows matched (1, or 0 when the lease was lost).
 
-        One statement whose SQL is built once per run: building the ORM's ``update()`` with
-        its F() expressions took about twice the database's own time for this UPDATE, in
-        every chunk."""
+        One statement whose SQL is built once per run (the keys come in the same order every
+        chunk): building the ORM's ``update()`` with its F() expressions took about twice the
+        database's own time for this UPDATE, in every chunk."""
         connection = connections[self.using]
+        meta = BackfillRun._meta
         if self._checkpoint_sql is None:
-            meta = BackfillRun._meta
             q = connection.ops.quote_name
 
             def column(name: str) -> str:
                 return q(meta.get_field(name).column)
 
-            sets = [f"{column(name)} = {column(name)} + %s" for name in CHECKPOINT_ADDED]
-            sets += [f"{column(name)} = %s" for name in CHECKPOINT_SET]
+            sets = [f"{column(name)} = {column(name)} + %s" for name in added]
+            sets += [f"{column(name)} = %s" for name in assigned]
             self._checkpoint_sql = (
                 f"UPDATE {q(meta.db_table)} SET {', '.join(sets)} "
                 f"WHERE {column('id')} = %s AND {column('owner_token')} = %s"
             )
-        stamp = BackfillRun._meta.get_field("updated_at").get_db_prep_save(now, connection)
         params = [
-            # CHECKPOINT_ADDED
-            window.size,
-            processed,
-            failed,
-            1,
-            seconds,
-            # CHECKPOINT_SET
-            self._dump_pk(window.upper),
-            window.size,
-            seconds,
-            stamp,
-            stamp,
-            # WHERE
+            *added.values(),
+            *(
+                meta.get_field(name).get_db_prep_save(value, connection)
+                for name, value in assigned.items()
+            ),
             run.pk,
             self.token,
         ]
         with connection.cursor() as cursor:
             cursor.execute(self._checkpoint_sql, params)
             return cursor.rowcount
+
+    def _process(self, queryset: Any, prepared: Any) -> int:
+        """Run the backfill on the chunk: from the rows *prepared* ahead, if given."""
+        if prepared is not None:
+            return self.backfill.write_prepared(prepared)
+        return self.backfill.run_window(queryset)
 
     def _process_isolating(
         self, run: BackfillRun, queryset: Any, prepared: Any = None
@@ -918,9 +909,7 @@ class Runner:
         """
         try:
             with transaction.atomic(using=self.using):
-                if prepared is not None:
-                    return self.backfill.write_prepared(prepared), 0
-                return self.backfill.run_window(queryset), 0
+                return self._process(queryset, prepared), 0
         except Exception as exc:
             # A mistake in the backfill itself fails every row alike: fail the run instead.
             if is_transient(exc) or isinstance(exc, BackfillConfigurationError):
