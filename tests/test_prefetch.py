@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import F
 
 from backfills import Outcome
+from backfills.events import ChunkCommitted, Event, Retrying
 from backfills.models import BackfillRun, QuarantinedRow
 from backfills.registry import registry
 from backfills.runner import Runner, RunOptions
+from tests.conftest import LockHolder
 from tests.testapp.backfills import PrefetchCountItems
 from tests.testapp.kinds import WRITTEN, expected_values
 from tests.testapp.models import Item, Record
@@ -133,3 +136,70 @@ def test_a_chunk_read_ahead_too_long_ago_is_read_again(settings: Any) -> None:
     assert result.outcome is Outcome.COMPLETED
     assert runner.prefetched_chunks == 0
     assert counters() == {1: 300}
+
+
+@prefetching_backends
+def test_a_retried_chunk_is_read_again_not_written_from_the_rows_read_ahead(
+    settings: Any,
+) -> None:
+    # Long enough that no chunk read ahead is dropped for its age while the lock is waited on.
+    settings.BACKFILLS = {**settings.BACKFILLS, "PREFETCH_MAX_AGE": 30.0}
+    make_items(300)
+    pks = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    holder = LockHolder(pks[120])  # in the third chunk of 50, which the worker reads ahead
+    holder.hold()
+    # The application's update of that row, committed only after the backfill's write of the
+    # row (computed from counter = 0, read ahead) has timed out on its lock.
+    holder.other.cursor().execute("UPDATE testapp_item SET counter = 10 WHERE id = %s", [pks[120]])
+    retries: list[Retrying] = []
+
+    def commit_on_retry(event: Event) -> None:
+        if isinstance(event, Retrying):
+            retries.append(event)
+            if holder.held:
+                holder.other.commit()
+                holder.other.set_autocommit(True)
+                holder.held = False
+
+    runner = Runner(registry.get(NAME), options=RunOptions(), listeners=[commit_on_retry])
+    try:
+        result = runner.run()
+    finally:
+        holder.close()
+
+    assert result.outcome is Outcome.COMPLETED
+    assert len(retries) == 1
+    # Written from the rows read ahead, the row would be back at 1: the update lost.
+    assert counters() == {1: 299, 11: 1}
+    assert Item.objects.get(pk=pks[120]).counter == 11
+    # The retry read and transformed its chunk itself; every other chunk after the first came
+    # from the worker (the third one twice: taken, timed out, then read again).
+    assert PrefetchCountItems.threads == {"MainThread": 100, "backfills-prefetch": 250}
+    assert runner.prefetched_chunks == 5
+
+
+@prefetching_backends
+def test_a_chunk_read_ahead_larger_than_the_new_batch_size_is_not_used(settings: Any) -> None:
+    settings.BACKFILLS = {**settings.BACKFILLS, "CONTROL_POLL_SECONDS": 0}
+    make_items(300)
+    sizes: list[int] = []
+
+    def shrink_after_the_second_chunk(event: Event) -> None:
+        if isinstance(event, ChunkCommitted):
+            sizes.append(event.window_size)
+            if len(sizes) == 2:  # the worker is reading the third chunk, 50 rows, by now
+                version = F("settings_version") + 1
+                BackfillRun.objects.update(batch_size=20, settings_version=version)
+
+    runner = Runner(
+        registry.get(NAME), options=RunOptions(), listeners=[shrink_after_the_second_chunk]
+    )
+    result = runner.run()
+
+    assert result.outcome is Outcome.COMPLETED
+    assert counters() == {1: 300}
+    assert sizes == [50, 50] + [20] * 10
+    # The 50 rows read ahead for the third chunk were dropped and 20 read in the loop; the
+    # second chunk and every one after the third came from the worker.
+    assert runner.prefetched_chunks == 10
+    assert PrefetchCountItems.threads == {"MainThread": 70, "backfills-prefetch": 280}
