@@ -51,4 +51,4 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(DEMO_DB)* bench.sqlite3* bench-results*.json
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info $(DEMO_DB)* bench.sqlite3* bench-results*.json bench-online*.json

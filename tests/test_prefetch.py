@@ -172,15 +172,20 @@ def test_a_retried_chunk_is_read_again_not_written_from_the_rows_read_ahead(
     # Written from the rows read ahead, the row would be back at 1: the update lost.
     assert counters() == {1: 299, 11: 1}
     assert Item.objects.get(pk=pks[120]).counter == 11
-    # The retry read and transformed its chunk itself; every other chunk after the first came
-    # from the worker (the third one twice: taken, timed out, then read again).
+    # Every chunk after the first came from the worker; the third was then read and
+    # transformed again by the runner for its retry.
     assert PrefetchCountItems.threads == {"MainThread": 100, "backfills-prefetch": 250}
     assert runner.prefetched_chunks == 5
 
 
 @prefetching_backends
 def test_a_chunk_read_ahead_larger_than_the_new_batch_size_is_not_used(settings: Any) -> None:
-    settings.BACKFILLS = {**settings.BACKFILLS, "CONTROL_POLL_SECONDS": 0}
+    # Poll for the new size before every chunk; no chunk read ahead is dropped for its age.
+    settings.BACKFILLS = {
+        **settings.BACKFILLS,
+        "CONTROL_POLL_SECONDS": 0,
+        "PREFETCH_MAX_AGE": 30.0,
+    }
     make_items(300)
     sizes: list[int] = []
 
