@@ -565,6 +565,7 @@ def online_impact(rows: int, pinned: bool, rounds: int) -> list[dict[str, Any]]:
     for label, strategy, n, pin_cpus, flush in scenarios:
         runs = measured[label]
         rates = [r["rows_per_s"] for r in runs if r["rows_per_s"]]
+        chunk_maxes = [r["chunk_max_ms"] for r in runs if r["chunk_max_ms"]]
         results.append(
             {
                 "scenario": label,
@@ -580,7 +581,7 @@ def online_impact(rows: int, pinned: bool, rounds: int) -> list[dict[str, Any]]:
                 "p99_ms_rounds": [r["p99_ms"] for r in runs],
                 "max_ms": max(r["max_ms"] for r in runs),
                 "max_ms_rounds": [r["max_ms"] for r in runs],
-                "chunk_max_ms": max((r["chunk_max_ms"] or 0 for r in runs), default=0) or None,
+                "chunk_max_ms": max(chunk_maxes) if chunk_maxes else None,
                 "over_20ms_pct": statistics.median(r["over_20ms_pct"] for r in runs),
             }
         )
