@@ -14,14 +14,23 @@ __all__ = [
     "run_backfill",
     "RunResult",
     "Outcome",
+    "Health",
+    "pause",
+    "resume",
+    "cancel",
+    "change_settings",
+    "status",
+    "backfill_state",
 ]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .base import Backfill, RowBackfill, SQLBackfill, UpdateBackfill
+    from .control import backfill_state, cancel, change_settings, pause, resume, status
+    from .engine.runner import Outcome, RunResult, run_backfill
     from .parameters import Parameter
     from .registry import register
-    from .runner import Outcome, RunResult, run_backfill
+    from .throttle import Health
 
 
 def __getattr__(name: str) -> Any:
@@ -40,7 +49,15 @@ def __getattr__(name: str) -> Any:
 
         return register
     if name in {"run_backfill", "RunResult", "Outcome"}:
-        from . import runner
+        from .engine import runner
 
         return getattr(runner, name)
+    if name in {"pause", "resume", "cancel", "change_settings", "status", "backfill_state"}:
+        from . import control
+
+        return getattr(control, name)
+    if name == "Health":
+        from .throttle import Health
+
+        return Health
     raise AttributeError(f"module 'backfills' has no attribute {name!r}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
+
+from .db import vendor_for
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,19 @@ def next_window(
     if remaining == 0:
         return None
     return Window(cursor, horizon, remaining)
+
+
+def estimate_total(
+    model: type[models.Model], using: str, horizon: Any, exact: bool, estimate_above: int
+) -> tuple[int, bool]:
+    """Rows up to *horizon* and whether that is exact: a COUNT when cheap or asked for, the
+    vendor's table statistics above *estimate_above* rows, where a COUNT would scan the whole
+    table."""
+    if horizon is None:
+        return 0, True
+    if not exact:
+        connection = connections[using]
+        estimate = vendor_for(connection).table_estimate(connection, model._meta.db_table)
+        if estimate is not None and estimate > estimate_above:
+            return estimate, False
+    return count_range(model, using, None, horizon), True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 from django.conf import settings
@@ -66,3 +67,55 @@ def get(key: str) -> Any:
     """Return the BACKFILLS setting *key*, falling back to its default."""
     user: dict[str, Any] = getattr(settings, "BACKFILLS", {})
     return user.get(key, DEFAULTS[key])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The BACKFILLS settings as typed values, read once per run (``snapshot()``): a run does
+    not look them up again in every chunk, and a change to ``settings`` mid-run cannot make one
+    chunk disagree with the next."""
+
+    batch_size: int | None
+    initial_batch_size: int
+    min_batch_size: int
+    max_batch_size: int
+    batch_growth: float
+    target_chunk_time: float
+    set_based_target_chunk_time: float
+    max_cpu_percent: float | None
+    critical_cpu_percent: float | None
+    max_memory_percent: float | None
+    max_replica_lag: float | None
+    critical_replica_lag: float | None
+    replica_databases: tuple[str, ...]
+    pause_file: str | None
+    health_checks: tuple[Any, ...]
+    health_check_seconds: float
+    throttle_max_wait: float
+    lease_seconds: float
+    control_poll_seconds: float
+    max_retries: int
+    retry_base_delay: float
+    retry_max_delay: float
+    lock_timeout: float | None
+    statement_timeout: float | None
+    sqlite_gap: float
+    prefetch_max_age: float
+    estimate_above: int
+    progress_interval: float
+
+
+def _typed(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if value is None or kind == "tuple[Any, ...]" or kind == "tuple[str, ...]":
+        return tuple(value) if isinstance(value, list | tuple) else value
+    if kind.startswith("int"):
+        return int(value)
+    if kind.startswith("float"):
+        return float(value)
+    return value
+
+
+def snapshot() -> Settings:
+    """Every BACKFILLS setting now, typed; what a run reads instead of ``get()``."""
+    return Settings(**{f.name: _typed(f.name, get(f.name.upper())) for f in fields(Settings)})

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import BackfillRun
+    from .snapshot import RunSnapshot
 
 
 @dataclass(frozen=True)
 class Event:
-    """Base class: every event carries the run as the runner knows it at that moment."""
+    """Base class: every event carries a snapshot of the run taken when it was sent."""
 
-    run: BackfillRun
+    run: RunSnapshot
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,162 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import models
 from django.utils import timezone
 
 
-class BackfillRun(models.Model):
+class RunFigures:
+    """Figures derived from a run's columns, shared by the row (``BackfillRun``) and the
+    immutable copies events carry (``backfills.snapshot.RunSnapshot``)."""
+
+    FINAL: ClassVar[frozenset[str]] = frozenset({"completed", "cancelled"})
+
+    pk: Any
+    name: str
+    reverse: bool
+    state: str
+    rows_total: int | None
+    rows_total_exact: bool
+    rows_scanned: int
+    rows_processed: int
+    rows_failed: int
+    chunks_done: int
+    retries: int
+    batch_size: int | None
+    target_chunk_time: float | None
+    sleep: float
+    last_chunk_size: int | None
+    last_chunk_seconds: float | None
+    time_running: float
+    time_throttled: float
+    throttle_reason: str
+    cursor: str | None
+    horizon: str | None
+    parameters: dict[str, Any]
+    owner_token: str | None
+    owner_host: str
+    owner_pid: int | None
+    owned_since: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+    requested_state: str
+    status_reason: str
+    error_class: str
+    error_message: str
+
+    @property
+    def label(self) -> str:
+        """The backfill's name, marked when this is a run of its reverse."""
+        return f"{self.name} (reverse)" if self.reverse else self.name
+
+    @property
+    def shown_state(self) -> str:
+        """The state as people should read it (``interrupted`` on a judged snapshot whose
+        owner is gone)."""
+        return self.state
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL
+
+    @property
+    def percent(self) -> float | None:
+        """Share of the primary key range walked, 0-100; None while the total is unknown."""
+        if self.state == "completed":
+            return 100.0
+        if not self.rows_total:
+            return None
+        return min(100.0, 100.0 * self.rows_scanned / self.rows_total)
+
+    @property
+    def rate(self) -> float | None:
+        """Rows walked per second of working time."""
+        if self.time_running <= 0 or not self.rows_scanned:
+            return None
+        return self.rows_scanned / self.time_running
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated seconds of work left, including the configured sleeps between chunks."""
+        rate = self.rate
+        if rate is None or self.rows_total is None or self.is_final:
+            return None
+        remaining = max(0, self.rows_total - self.rows_scanned)
+        size = self.batch_size or self.last_chunk_size
+        chunks_left = remaining / size if size else 0
+        return remaining / rate + chunks_left * self.sleep
+
+    @property
+    def elapsed(self) -> dt.timedelta | None:
+        """Wall time from the first start to the finish (or to the last update)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.updated_at
+        return end - self.started_at
+
+    @property
+    def last_error(self) -> str:
+        """First line of the recorded error, prefixed by its class."""
+        if not self.error_class:
+            return ""
+        first = (self.error_message or "").strip().splitlines()
+        return f"{self.error_class}: {first[0]}" if first else self.error_class
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description of the run, used by ``backfill status --json``."""
+        elapsed = self.elapsed
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "reverse": self.reverse,
+            "state": self.shown_state,
+            "recorded_state": self.state,
+            "percent": None if self.percent is None else round(self.percent, 2),
+            "rows_scanned": self.rows_scanned,
+            "rows_processed": self.rows_processed,
+            "rows_failed": self.rows_failed,
+            "rows_total": self.rows_total,
+            "rows_total_exact": self.rows_total_exact,
+            "chunks": self.chunks_done,
+            "retries": self.retries,
+            "batch_size": self.batch_size,
+            "target_chunk_time": self.target_chunk_time,
+            "sleep": self.sleep,
+            "last_chunk_size": self.last_chunk_size,
+            "last_chunk_seconds": self.last_chunk_seconds,
+            "time_running": round(self.time_running, 3),
+            "time_throttled": round(self.time_throttled, 3),
+            "throttled": self.throttle_reason or None,
+            "rate": None if self.rate is None else round(self.rate, 1),
+            "elapsed_seconds": None if elapsed is None else round(elapsed.total_seconds(), 3),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            "cursor": self.cursor,
+            "horizon": self.horizon,
+            "parameters": self.parameters,
+            "owner": (
+                {"host": self.owner_host, "pid": self.owner_pid} if self.owner_token else None
+            ),
+            "heartbeat_at": _iso(self.heartbeat_at),
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(self.updated_at),
+            "finished_at": _iso(self.finished_at),
+            "requested_state": self.requested_state or None,
+            "status_reason": self.status_reason or None,
+            "error": (
+                {"class": self.error_class, "message": self.error_message}
+                if self.error_class
+                else None
+            ),
+        }
+
+
+class BackfillRun(RunFigures, models.Model):
     """The checkpoint table.
 
     A chunk's writes and the update of ``cursor`` and the counters commit in one transaction,
@@ -27,7 +176,7 @@ class BackfillRun(models.Model):
     #: States from which ``backfill run`` continues the same run.
     RESUMABLE = frozenset({State.PENDING, State.PAUSED, State.FAILED, State.RUNNING})
     #: States that end a run; starting again needs an explicit restart.
-    FINAL = frozenset({State.COMPLETED, State.CANCELLED})
+    FINAL: ClassVar[frozenset[str]] = frozenset({State.COMPLETED, State.CANCELLED})
 
     name = models.CharField(max_length=200, db_index=True)
     # A run of the backfill's reverse (`backfill run NAME --reverse`).
@@ -97,107 +246,6 @@ class BackfillRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} #{self.pk} ({self.state})"
-
-    @property
-    def label(self) -> str:
-        """The backfill's name, marked when this is a run of its reverse."""
-        return f"{self.name} (reverse)" if self.reverse else self.name
-
-    # -- derived figures -------------------------------------------------------------------
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in self.FINAL
-
-    @property
-    def percent(self) -> float | None:
-        """Share of the primary key range walked, 0-100; None while the total is unknown."""
-        if self.state == self.State.COMPLETED:
-            return 100.0
-        if not self.rows_total:
-            return None
-        return min(100.0, 100.0 * self.rows_scanned / self.rows_total)
-
-    @property
-    def rate(self) -> float | None:
-        """Rows walked per second of working time."""
-        if self.time_running <= 0 or not self.rows_scanned:
-            return None
-        return self.rows_scanned / self.time_running
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Estimated seconds of work left, including the configured sleeps between chunks."""
-        rate = self.rate
-        if rate is None or self.rows_total is None or self.is_final:
-            return None
-        remaining = max(0, self.rows_total - self.rows_scanned)
-        size = self.batch_size or self.last_chunk_size
-        chunks_left = remaining / size if size else 0
-        return remaining / rate + chunks_left * self.sleep
-
-    @property
-    def elapsed(self) -> dt.timedelta | None:
-        """Wall time from the first start to the finish (or to the last update)."""
-        if self.started_at is None:
-            return None
-        end = self.finished_at or self.updated_at
-        return end - self.started_at
-
-    @property
-    def last_error(self) -> str:
-        """First line of the recorded error, prefixed by its class."""
-        if not self.error_class:
-            return ""
-        first = (self.error_message or "").strip().splitlines()
-        return f"{self.error_class}: {first[0]}" if first else self.error_class
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready description of the run, used by ``backfill status --json``."""
-        elapsed = self.elapsed
-        return {
-            "id": self.pk,
-            "name": self.name,
-            "reverse": self.reverse,
-            "state": self.state,
-            "percent": None if self.percent is None else round(self.percent, 2),
-            "rows_scanned": self.rows_scanned,
-            "rows_processed": self.rows_processed,
-            "rows_failed": self.rows_failed,
-            "rows_total": self.rows_total,
-            "rows_total_exact": self.rows_total_exact,
-            "chunks": self.chunks_done,
-            "retries": self.retries,
-            "batch_size": self.batch_size,
-            "target_chunk_time": self.target_chunk_time,
-            "sleep": self.sleep,
-            "last_chunk_size": self.last_chunk_size,
-            "last_chunk_seconds": self.last_chunk_seconds,
-            "time_running": round(self.time_running, 3),
-            "time_throttled": round(self.time_throttled, 3),
-            "throttled": self.throttle_reason or None,
-            "rate": None if self.rate is None else round(self.rate, 1),
-            "elapsed_seconds": None if elapsed is None else round(elapsed.total_seconds(), 3),
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-            "cursor": self.cursor,
-            "horizon": self.horizon,
-            "parameters": self.parameters,
-            "owner": (
-                {"host": self.owner_host, "pid": self.owner_pid} if self.owner_token else None
-            ),
-            "heartbeat_at": _iso(self.heartbeat_at),
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "updated_at": _iso(self.updated_at),
-            "finished_at": _iso(self.finished_at),
-            "requested_state": self.requested_state or None,
-            "status_reason": self.status_reason or None,
-            "error": (
-                {"class": self.error_class, "message": self.error_message}
-                if self.error_class
-                else None
-            ),
-        }
 
 
 def describe_age(moment: dt.datetime | None) -> str:

@@ -88,16 +88,27 @@ def split_assignments(assignments: Iterable[str]) -> dict[str, str]:
     return raw
 
 
-def parse_parameters(
-    name: str, declared: Mapping[str, Parameter], raw: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Typed values for every declared parameter, from *raw* text values and defaults."""
+def check_given(name: str, declared: Mapping[str, Parameter], raw: Mapping[str, Any]) -> None:
+    """Refuse unknown names and values that do not parse, without asking for required ones
+    (a run that resumes has its own): what is checked before anything else happens."""
+    _refuse_unknown(name, declared, raw)
+    parse_parameters(name, {key: declared[key] for key in raw}, raw)
+
+
+def _refuse_unknown(name: str, declared: Mapping[str, Parameter], raw: Mapping[str, Any]) -> None:
     unknown = sorted(set(raw) - set(declared))
     if unknown:
         known = ", ".join(sorted(declared)) or "none"
         raise ParameterError(
             f"Unknown parameter(s) for {name}: {', '.join(unknown)}. Declared: {known}."
         )
+
+
+def parse_parameters(
+    name: str, declared: Mapping[str, Parameter], raw: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Typed values for every declared parameter, from *raw* text values and defaults."""
+    _refuse_unknown(name, declared, raw)
     values: dict[str, Any] = {}
     for key, parameter in declared.items():
         if key in raw:

@@ -31,6 +31,7 @@ from django.db import connections, transaction
 
 from .base import Backfill
 from .chunking import Window, next_window
+from .db import vendor_for
 
 logger = logging.getLogger("backfills")
 
@@ -45,8 +46,7 @@ def prefetch_unavailable(backfill: Backfill, using: str) -> str | None:
     if not type(backfill).can_prefetch(backfill.reverse):
         return "its kind reads and writes in one hook"
     connection = connections[using]
-    if connection.vendor not in ("postgresql", "mysql"):
-        # One writer at a time, and a shared-cache in-memory database locks tables on read.
+    if not vendor_for(connection).supports_prefetch:
         return f"not on {connection.vendor}"
     if connection.in_atomic_block:
         # A second connection cannot see the enclosing transaction's uncommitted rows.

@@ -34,6 +34,15 @@ class ChunkSizer:
     def adaptive(self) -> bool:
         return self.target is not None and self.target > 0
 
+    def reconfigure(
+        self, *, size: int, target: float | None, min_size: int, max_size: int, growth: float
+    ) -> None:
+        """New size, target and bounds (a run's settings changed); the rate starts afresh."""
+        self.target, self.min_size, self.max_size, self.growth = target, min_size, max_size, growth
+        self.size = size
+        self.rate = None
+        self.__post_init__()
+
     def observe(self, rows: int, seconds: float) -> int:
         """Record a committed chunk and return the size of the next one."""
         if self.fixed is not None:

@@ -15,35 +15,63 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from django.db import DatabaseError, connections
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from . import conf
+from .db import vendor_for
 
 if TYPE_CHECKING:
     from .base import Backfill
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Health:
-    """A check's verdict. ``critical`` pauses the run instead of waiting."""
+    """A check's verdict. Build it with ``Health.healthy()``, ``Health.throttle(reason)`` (wait
+    and ask again) or ``Health.critical(reason)`` (pause the run); a check may also return
+    None/True (healthy), False or a reason string (throttle).
+
+    The fields are keyword-only so that ``Health("reason", critical=True)`` cannot pass for a
+    healthy verdict."""
 
     ok: bool
     reason: str = ""
-    critical: bool = False
+    is_critical: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ok, bool):
+            raise TypeError(f"Health.ok must be a bool, got {self.ok!r}")
+        if self.is_critical and self.ok:
+            raise ValueError("a critical verdict cannot be healthy")
 
     @classmethod
-    def coerce(cls, value: Any, name: str) -> Health:
+    def healthy(cls) -> Health:
+        """All is well: go on."""
+        return HEALTHY
+
+    @classmethod
+    def throttle(cls, reason: str) -> Health:
+        """Not now: the runner waits (visibly, with *reason*) and asks again."""
+        return cls(ok=False, reason=reason)
+
+    @classmethod
+    def critical(cls, reason: str) -> Health:
+        """Stop: the run is paused (resumable) and the command exits 75."""
+        return cls(ok=False, reason=reason, is_critical=True)
+
+    @classmethod
+    def coerce(cls, value: object, name: str) -> Health:
+        """A check's return value as a verdict."""
         if isinstance(value, Health):
             return value
         if value is None or value is True:
             return HEALTHY
         if value is False:
-            return cls(False, f"{name} says not now")
-        return cls(False, str(value))
+            return cls.throttle(f"{name} says not now")
+        return cls.throttle(str(value))
 
 
-HEALTHY = Health(True)
+HEALTHY = Health(ok=True)
 HealthCheck = Callable[["Backfill"], Any]
 
 
@@ -64,13 +92,13 @@ class HostLoad:
     def __call__(self, backfill: Backfill) -> Health:
         cpu = psutil.cpu_percent(interval=None)
         if self.critical_cpu is not None and cpu >= self.critical_cpu:
-            return Health(False, f"host CPU {cpu:.0f}% >= critical {self.critical_cpu:g}%", True)
+            return Health.critical(f"host CPU {cpu:.0f}% >= critical {self.critical_cpu:g}%")
         if self.max_cpu is not None and cpu >= self.max_cpu:
-            return Health(False, f"host CPU {cpu:.0f}% >= {self.max_cpu:g}%")
+            return Health.throttle(f"host CPU {cpu:.0f}% >= {self.max_cpu:g}%")
         if self.max_memory is not None:
             memory = psutil.virtual_memory().percent
             if memory >= self.max_memory:
-                return Health(False, f"host memory {memory:.0f}% >= {self.max_memory:g}%")
+                return Health.throttle(f"host memory {memory:.0f}% >= {self.max_memory:g}%")
         return HEALTHY
 
 
@@ -89,60 +117,28 @@ class ReplicaLag:
     def __call__(self, backfill: Backfill) -> Health:
         lags: list[tuple[str, float]] = []
         primary = connections[backfill.using]
-        if primary.vendor == "postgresql":
-            lag = _fetch_float(
-                primary,
-                "SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication",
-            )
-            if lag is not None:
-                lags.append((f"replicas of {backfill.using!r}", lag))
+        lag = vendor_for(primary).primary_replica_lag(primary)
+        if lag is not None:
+            lags.append((f"replicas of {backfill.using!r}", lag))
         for alias in self.replicas:
             lag = replica_delay(alias)
             if lag is None:
-                return Health(False, f"replica {alias!r} reports no replication (stopped?)")
+                return Health.throttle(f"replica {alias!r} reports no replication (stopped?)")
             lags.append((f"replica {alias!r}", lag))
         if not lags:
             return HEALTHY
         where, worst = max(lags, key=lambda item: item[1])
         if self.critical_lag is not None and worst >= self.critical_lag:
-            return Health(
-                False, f"{where} lag {worst:.1f}s >= critical {self.critical_lag:g}s", True
-            )
+            return Health.critical(f"{where} lag {worst:.1f}s >= critical {self.critical_lag:g}s")
         if worst >= self.max_lag:
-            return Health(False, f"{where} lag {worst:.1f}s >= {self.max_lag:g}s")
+            return Health.throttle(f"{where} lag {worst:.1f}s >= {self.max_lag:g}s")
         return HEALTHY
 
 
 def replica_delay(alias: str) -> float | None:
     """Seconds the replica behind *alias* lags its primary (None: not replicating)."""
     connection = connections[alias]
-    if connection.vendor == "postgresql":
-        return _fetch_float(
-            connection,
-            "SELECT CASE WHEN pg_is_in_recovery() THEN COALESCE(extract(epoch FROM "
-            "now() - pg_last_xact_replay_timestamp()), 0) END",
-        )
-    if connection.vendor == "mysql":
-        for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute(statement)
-                    row = cursor.fetchone()
-                    names = [column[0] for column in cursor.description or ()]
-            except DatabaseError:
-                continue
-            if not row:
-                return None
-            value = dict(zip(names, row, strict=False)).get("Seconds_Behind_Master")
-            return None if value is None else float(value)
-    return None
-
-
-def _fetch_float(connection: Any, sql: str) -> float | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        row = cursor.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    return vendor_for(connection).replica_delay(connection)
 
 
 class PauseFile:
@@ -153,7 +149,7 @@ class PauseFile:
 
     def __call__(self, backfill: Backfill) -> Health:
         if os.path.exists(self.path):
-            return Health(False, f"pause file {self.path} exists")
+            return Health.throttle(f"pause file {self.path} exists")
         return HEALTHY
 
 
@@ -193,8 +189,8 @@ def evaluate(checks: Iterable[HealthCheck], backfill: Backfill) -> Health:
             connection = connections[backfill.using]
             if connection.connection is not None and not connection.is_usable():
                 connection.close()
-            verdict = Health(False, f"health check {name} failed: {type(exc).__name__}: {exc}")
-        if verdict.critical:
+            verdict = Health.throttle(f"health check {name} failed: {type(exc).__name__}: {exc}")
+        if verdict.is_critical:
             return verdict
         verdicts.append(verdict)
     return next((v for v in verdicts if not v.ok), HEALTHY)

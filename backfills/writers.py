@@ -20,7 +20,6 @@ sequential scan of the whole table, so a chunk's cost would grow with the table.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +27,13 @@ from django.db import connections, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models.fields import AutoFieldMixin, Field
 
-if TYPE_CHECKING:
-    from .chunking import Window
+from .db import vendor_for
+from .db.base import Statement
 
-# Bind parameters per statement: psycopg's protocol limit; SQLite's default is 32766.
-MAX_PARAMS = 32_000
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from .chunking import Window
 
 
 def as_instances(
@@ -70,14 +71,11 @@ def write_rows(
     return execute_writes(statements, using)
 
 
-Statement = tuple[str, list[Any]]
-
-
 def build_writes(
     model: type[models.Model],
     rows: list[Any],
     fields: Sequence[str],
-    connection: Any,
+    connection: BaseDatabaseWrapper,
     window: Window | None = None,
 ) -> list[Statement] | None:
     """The statements ``write_rows`` runs, built without touching the database (so a
@@ -92,17 +90,16 @@ def build_writes(
             raise ValueError(f"{meta.label}.{field.name} cannot be written by write_rows().")
     pk = meta.pk
     assert pk is not None
-    build = {"postgresql": _postgresql, "mysql": _mysql, "sqlite": _sqlite}.get(connection.vendor)
-    if build is None:
+    vendor = vendor_for(connection)
+    written: list[Field[Any, Any]] = [f for f in concrete if isinstance(f, Field)]
+    if not vendor.writes_in_one_statement:
         return None
     if not rows:
         return []
-    limit = min(MAX_PARAMS, connection.features.max_query_params or MAX_PARAMS)
-    per_statement = max(1, limit // (len(concrete) + 1))
-    if connection.vendor == "postgresql":
-        per_statement = len(rows)  # arrays: two parameters per column, whatever the count
+    per_statement = vendor.rows_per_update(connection, len(written) + 1, len(rows))
     prepare_pk = save_preparer(pk, connection)
-    preparers = [(f.attname, save_preparer(f, connection)) for f in concrete]
+    preparers = [(f.attname, save_preparer(f, connection)) for f in written]
+    column = vendor.update_pk_column(connection, meta.db_table, pk.column)
     statements = []
     for start in range(0, len(rows), per_statement):
         batch = rows[start : start + per_statement]
@@ -113,13 +110,8 @@ def build_writes(
             ]
             for row in batch
         ]
-        sql, params = build(connection, meta.db_table, pk, concrete, values)
+        sql, params = vendor.update_from_values(connection, meta.db_table, pk, written, values)
         if window is not None:
-            column = (
-                f"{connection.ops.quote_name(meta.db_table)}.{connection.ops.quote_name(pk.column)}"
-            )
-            if connection.vendor == "mysql":
-                column = f"t.{connection.ops.quote_name(pk.column)}"
             sql += f" AND {column} <= %s"
             params.append(pk.get_db_prep_value(window.upper, connection))
             if window.lower is not None:
@@ -184,81 +176,3 @@ def save_preparer(field: Any, connection: Any) -> Callable[[Any], Any]:
         return value if type(value) in passthrough else field.get_db_prep_save(value, connection)
 
     return fast
-
-
-def _postgresql(
-    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
-) -> tuple[str, list[Any]]:
-    # One array per column, unnested into rows: a short statement whatever the chunk size
-    # (thousands of %s placeholders cost more to parse client-side than the UPDATE itself).
-    q = connection.ops.quote_name
-    casts = [_array_cast(f, connection) for f in (pk, *fields)]
-    arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
-    names = ", ".join([q("pk"), *(q(f.column) for f in fields)])
-    assignments = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
-    sql = (
-        f"UPDATE {q(table)} SET {assignments} FROM unnest({arrays}) AS v({names}) "
-        f"WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
-    )
-    return sql, [_pg_array(list(column)) for column in zip(*values, strict=True)]
-
-
-def _array_cast(field: Any, connection: Any) -> str:
-    """The element type for *field*'s array, without a character length: an explicit cast to
-    ``varchar(n)`` silently truncates, while assigning text to the column raises on an
-    over-long value, as ``Model.save()`` would."""
-    cast = field.cast_db_type(connection)
-    return re.sub(r"^(varchar|character varying|char|character)\(\d+\)$", "text", cast)
-
-
-def _pg_array(column: list[Any]) -> Any:
-    """A column as a PostgreSQL array literal (text, cast by the statement) when every value is
-    an integer, or every one a string or None, built with ``str.join`` instead of psycopg's
-    per-element dumping (that was a tenth of a row backfill's time). Other columns go as a
-    list, for psycopg to adapt."""
-    types = set(map(type, column))
-    if all(issubclass(kind, int) and kind is not bool for kind in types):
-        # int.__repr__: the digits, also for psycopg's Int4/Int8 and IntEnum members.
-        return "{" + ",".join(map(int.__repr__, column)) + "}"
-    if all(kind is type(None) or issubclass(kind, str) for kind in types):
-        # Inside double quotes only backslash and the quote itself are special; an unquoted
-        # NULL is SQL NULL, a quoted "NULL" the four letters.
-        return (
-            "{"
-            + ",".join(
-                "NULL"
-                if value is None
-                else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                for value in column
-            )
-            + "}"
-        )
-    return column
-
-
-def _sqlite(
-    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
-) -> tuple[str, list[Any]]:
-    q = connection.ops.quote_name
-    row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
-    assignments = ", ".join(f"{q(f.column)} = v.column{i + 2}" for i, f in enumerate(fields))
-    sql = (
-        f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * len(values))}) "
-        f"AS v WHERE {q(table)}.{q(pk.column)} = v.column1"
-    )
-    return sql, [value for row_values in values for value in row_values]
-
-
-def _mysql(
-    connection: Any, table: str, pk: Any, fields: list[Any], values: list[list[Any]]
-) -> tuple[str, list[Any]]:
-    q = connection.ops.quote_name
-    first = "SELECT " + ", ".join(["%s AS " + q("pk"), *(f"%s AS {q(f.column)}" for f in fields)])
-    other = "SELECT " + ", ".join(["%s"] * (len(fields) + 1))
-    union = " UNION ALL ".join([first] + [other] * (len(values) - 1))
-    assignments = ", ".join(f"t.{q(f.column)} = v.{q(f.column)}" for f in fields)
-    sql = (
-        f"UPDATE {q(table)} AS t INNER JOIN ({union}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
-        f"SET {assignments} WHERE 1 = 1"
-    )
-    return sql, [value for row_values in values for value in row_values]

@@ -283,11 +283,13 @@ def test_a_record_missing_what_transform_reads_fails_the_run_instead_of_quaranti
 
 
 def test_target_chunk_time_precedence(settings: Any) -> None:
-    from backfills.runner import Runner, RunOptions
+    from backfills import conf
+    from backfills.engine.options import RunOptions, new_run_settings
     from tests.testapp.kinds import BumpRecords, FillRecords
 
     def target(cls: Any, **options: Any) -> float:
-        return Runner(cls, options=RunOptions(**options))._target_chunk_time()
+        settings = conf.snapshot()
+        return new_run_settings(cls, RunOptions(**options), settings).target_chunk_time or 0
 
     assert (target(FillRecords), target(BumpRecords)) == (0.5, 0.2)
     # The set-based cap never lengthens a shorter TARGET_CHUNK_TIME.

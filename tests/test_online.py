@@ -149,7 +149,7 @@ def test_critical_health_pauses_the_run_with_exit_status_75(settings: Any) -> No
 
     settings.BACKFILLS = {
         **settings.BACKFILLS,
-        "HEALTH_CHECKS": [lambda backfill: Health(False, "replica 9s behind", critical=True)],
+        "HEALTH_CHECKS": [lambda backfill: Health.critical("replica 9s behind")],
     }
     Item.objects.bulk_create([Item() for _ in range(5)])
     with pytest.raises(SystemExit) as excinfo:

@@ -14,7 +14,7 @@ from backfills import Outcome
 from backfills.events import ChunkCommitted, Event, Retrying
 from backfills.models import BackfillRun, QuarantinedRow
 from backfills.registry import registry
-from backfills.runner import Runner, RunOptions
+from backfills.engine.runner import Runner, RunOptions
 from tests.conftest import LockHolder
 from tests.testapp.backfills import PrefetchCountItems
 from tests.testapp.kinds import WRITTEN, expected_values

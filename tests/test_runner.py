@@ -16,7 +16,7 @@ from backfills import Outcome, run_backfill
 from backfills.events import ChunkCommitted, Event, RunStarted
 from backfills.exceptions import BackfillFailed, LeaseLost, RunNotResumable, RunOwned
 from backfills.models import BackfillRun
-from backfills.runner import owner_alive, pid_alive
+from backfills.engine.lease import owner_alive, pid_alive
 from tests.testapp.models import BigItem, CodeItem, Item, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -227,7 +227,7 @@ def test_a_live_pid_on_this_host_with_a_stale_heartbeat_has_lost_its_lease() -> 
 
     # A stopped process, or a reused pid: --restart (which asks owner_alive) goes ahead, as a
     # plain run's claim would.
-    assert not owner_alive(run)
+    assert not owner_alive(run, 30.0)
     result = run_backfill("testapp.count_items", restart=True)
 
     assert result.outcome is Outcome.COMPLETED

@@ -82,7 +82,7 @@ def test_text_and_integer_fields_take_the_fast_path() -> None:
 @pytest.mark.django_db
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 def test_postgresql_array_literals_round_trip() -> None:
-    from backfills.writers import _pg_array
+    from backfills.db.postgresql import pg_array as _pg_array
 
     texts = ["", "NULL", None, 'a"b', "c\\d", '\\"', "{x,y}", " spaced ", "é✓\n\t"]
     numbers = [0, -(2**40), 7, int(True) + 1]

@@ -1,0 +1,318 @@
+"""The Python control API: pause, resume, cancel, change settings, read status.
+
+``manage.py backfill pause|resume|cancel|set|status|list`` call these functions, and so can a
+project's own code (an admin action, a deploy script, a chat bot). Each finds the backfill's
+unfinished run on ``using`` and asks the ledger to record the change: a run a live process owns
+gets a *request* its owner acts on at its next chunk boundary (from any host); a run nobody
+owns changes at once.
+
+    import backfills
+
+    result = backfills.pause("blog.populate_post_slugs", by="deploy bot")
+    print(result.message)  # Asked run #3 of blog.populate_post_slugs (host web-1, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from django.db import DEFAULT_DB_ALIAS
+
+from . import conf
+from .engine.ledger import Ledger
+from .exceptions import BackfillError
+from .models import BackfillRun
+from .snapshot import RunSnapshot
+
+if TYPE_CHECKING:
+    from .base import Backfill
+    from .engine.runner import RunResult
+    from .events import Listener
+
+State = BackfillRun.State
+
+#: What a control call did: asked the live owner, changed the run itself, found nothing to
+#: change, or took back a pending pause request.
+Action = Literal["requested", "applied", "unchanged", "withdrawn"]
+
+
+class NoActiveRun(BackfillError):
+    """The backfill has no unfinished run to act on."""
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """The run as the call left it, what the call did, and a sentence saying so."""
+
+    run: RunSnapshot
+    action: Action
+    message: str
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    """Where a backfill's data stands: the state of its latest run in either direction.
+
+    ``state`` is ``never run``, a run state (``running``, ``paused``, ``failed``, ...,
+    ``interrupted`` when its owner is gone), or ``reversed`` when the latest run is a completed
+    reverse. ``done`` is True only when the latest run is a completed forward run."""
+
+    name: str
+    state: str
+    run: RunSnapshot | None
+    done: bool
+
+
+def _class(name: str | type[Backfill]) -> type[Backfill]:
+    from .registry import registry
+
+    return registry.get(name) if isinstance(name, str) else name
+
+
+def _ledger(using: str) -> Ledger:
+    return Ledger(using, float(conf.get("LEASE_SECONDS")))
+
+
+def snapshot(run: BackfillRun, ledger: Ledger) -> RunSnapshot:
+    """*run* as people should see it: ``interrupted`` when it reads running but its owner is
+    gone (its pid no longer exists on this host, or its heartbeat is past the lease)."""
+    interrupted = run.state == State.RUNNING and not ledger.owner_alive(run)
+    return RunSnapshot.of(run, interrupted=interrupted)
+
+
+def _active(name: str, ledger: Ledger, reverse: bool | None, verb: str) -> BackfillRun:
+    run = ledger.active(name, reverse)
+    if run is not None:
+        return run
+    latest = ledger.latest(name, reverse=reverse)
+    if latest is None:
+        raise NoActiveRun(f"{name} has never run on database {ledger.using!r}; nothing to {verb}.")
+    if latest.state == State.COMPLETED:
+        hint = f"start a new run with `backfill run {name} --restart`"
+    else:
+        hint = f"start a new one with `backfill run {name} --restart`"
+    raise NoActiveRun(
+        f"{name} has no unfinished run to {verb}: its latest run #{latest.pk} is "
+        f"{latest.state}; {hint}."
+    )
+
+
+def _stop(
+    name: str | type[Backfill], state: str, using: str, reverse: bool | None, by: str
+) -> ControlResult:
+    backfill_name = _class(name).name or ""
+    ledger = _ledger(using)
+    verb = "pause" if state == State.PAUSED else "cancel"
+    run = _active(backfill_name, ledger, reverse, verb)
+    if run.owner_token and ledger.owner_alive(run):
+        if not ledger.request(run, state):
+            raise BackfillError(f"Run #{run.pk} of {run.label} finished or stopped meanwhile.")
+        ledger.read(run)
+        return ControlResult(
+            snapshot(run, ledger),
+            "requested",
+            f"Asked run #{run.pk} of {run.label} (host {run.owner_host}, pid {run.owner_pid}) "
+            f"to {verb} at its next chunk boundary.",
+        )
+    if state == State.PAUSED and run.state == State.PAUSED:
+        return ControlResult(
+            snapshot(run, ledger), "unchanged", f"Run #{run.pk} of {run.label} is already paused."
+        )
+    who = f" by {by}" if by else ""
+    reason = f"{verb}d by `backfill {verb}`{who} while not running"
+    # Conditional on the lease we saw being gone, so a process that claimed the run
+    # meanwhile is not overwritten.
+    if not ledger.stop_unowned(run, state, reason):
+        raise BackfillError(f"Run #{run.pk} of {run.label} changed while we looked; try again.")
+    ledger.read(run)
+    return ControlResult(
+        snapshot(run, ledger), "applied", f"Run #{run.pk} of {run.label} is now {state}."
+    )
+
+
+def pause(
+    name: str | type[Backfill],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool | None = None,
+    by: str = "",
+) -> ControlResult:
+    """Pause the backfill's unfinished run: its live owner stops at its next chunk boundary
+    (the run stays resumable); a run nobody owns is marked paused at once.
+
+    *reverse* picks the direction (None: whichever run is unfinished, newest first); *by*
+    names who asked, for the run's status. Raises ``NoActiveRun`` when there is none."""
+    return _stop(name, State.PAUSED, using, reverse, by)
+
+
+def cancel(
+    name: str | type[Backfill],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool | None = None,
+    by: str = "",
+) -> ControlResult:
+    """Cancel the backfill's unfinished run for good (committed chunks stay); a new run needs
+    ``run --restart``. Like ``pause`` for a run a live process owns."""
+    return _stop(name, State.CANCELLED, using, reverse, by)
+
+
+def withdraw_pause(
+    name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, reverse: bool | None = None
+) -> ControlResult | None:
+    """Take back a pause request its live owner has not acted on yet; None when there is no
+    such request (the run is not owned, or it already paused)."""
+    backfill_name = _class(name).name or ""
+    ledger = _ledger(using)
+    run = _active(backfill_name, ledger, reverse, "resume")
+    if not (run.requested_state == State.PAUSED and run.owner_token and ledger.owner_alive(run)):
+        return None
+    if not ledger.withdraw(run):
+        return None  # the owner acted on the request meanwhile: it paused
+    ledger.read(run)
+    return ControlResult(
+        snapshot(run, ledger),
+        "withdrawn",
+        f"Withdrew the pause request: run #{run.pk} of {run.label} keeps running on "
+        f"{run.owner_host} (pid {run.owner_pid}).",
+    )
+
+
+def resume(
+    name: str | type[Backfill],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool = False,
+    listeners: Iterable[Listener] = (),
+    **options: object,
+) -> ControlResult | RunResult:
+    """Continue the backfill's paused or failed run.
+
+    A pause request its live owner has not acted on yet is withdrawn (returns a
+    ``ControlResult``); otherwise the run continues in this process from its checkpoint until
+    it completes or stops (returns the ``RunResult``, as ``run_backfill`` does, with the same
+    keyword options). Raises ``NoActiveRun`` when there is nothing to resume."""
+    from .engine.runner import run_backfill
+
+    backfill_cls = _class(name)
+    withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse)
+    if withdrawn is not None:
+        return withdrawn
+    _active(backfill_cls.name or "", _ledger(using), reverse, "resume")
+    return run_backfill(
+        backfill_cls,
+        using=using,
+        reverse=reverse,
+        listeners=listeners,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+_UNSET: object = object()
+
+
+def change_settings(
+    name: str | type[Backfill],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool | None = None,
+    batch_size: int | None | object = _UNSET,
+    target_chunk_time: float | object = _UNSET,
+    sleep: float | object = _UNSET,
+) -> ControlResult:
+    """Change the unfinished run's chunk size, target chunk time or sleep, even while it runs
+    (its owner applies them at its next chunk boundary, from any host).
+
+    ``batch_size=None`` goes back to adaptive sizing; a ``target_chunk_time`` alone also does.
+    Values are checked: a batch size is a whole number >= 1, times are finite and > 0 (the
+    sleep may be 0)."""
+    changes: dict[str, object] = {}
+    if batch_size is not _UNSET:
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise BackfillError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        changes["batch_size"] = batch_size
+    if target_chunk_time is not _UNSET:
+        changes["target_chunk_time"] = check_seconds("target_chunk_time", target_chunk_time)
+        changes.setdefault("batch_size", None)
+    if sleep is not _UNSET:
+        changes["sleep"] = check_seconds("sleep", sleep, allow_zero=True)
+    if not changes:
+        raise BackfillError("Nothing to change: give batch_size, target_chunk_time or sleep.")
+    backfill_name = _class(name).name or ""
+    ledger = _ledger(using)
+    run = _active(backfill_name, ledger, reverse, "change")
+    if not ledger.change_settings(run, changes):
+        raise BackfillError(f"Run #{run.pk} of {run.label} finished before it could change.")
+    live = bool(run.owner_token and ledger.owner_alive(run))
+    ledger.read(run)
+    described = ", ".join(
+        f"{key}={'adaptive' if value is None else value}" for key, value in changes.items()
+    )
+    where = (
+        "the running process applies it at its next chunk boundary"
+        if live
+        else "used when the run resumes"
+    )
+    return ControlResult(
+        snapshot(run, ledger), "applied", f"Run #{run.pk} of {run.label}: {described} ({where})."
+    )
+
+
+def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """*value* as a number of seconds: finite and > 0 (>= 0 with *allow_zero*), or a
+    ``BackfillError`` saying so in one sentence."""
+    rule = "a finite number of seconds " + (">= 0" if allow_zero else "> 0")
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BackfillError(f"{name} must be {rule}, got {value!r}.") from None
+    if not (seconds > 0 or (allow_zero and seconds == 0)) or seconds == float("inf"):
+        raise BackfillError(f"{name} must be {rule}, got {value!r}.")
+    return seconds
+
+
+def status(
+    names: Sequence[str | type[Backfill]] = (),
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    all_runs: bool = False,
+) -> list[RunSnapshot]:
+    """The latest run of each backfill (and of its reverse), or every run with *all_runs*;
+    only those of *names* when given. Runs whose owner is gone read ``interrupted``."""
+    wanted = [_class(name).name or "" for name in names]
+    ledger = _ledger(using)
+    if all_runs:
+        runs = ledger.runs.order_by("name", "-id")
+        if wanted:
+            runs = runs.filter(name__in=wanted)
+        return [snapshot(run, ledger) for run in runs]
+    latest = ledger.latest_runs(wanted or None)
+    return [snapshot(latest[label], ledger) for label in sorted(latest)]
+
+
+def backfill_state(name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS) -> BackfillState:
+    """Where the backfill's data stands on *using*: its latest run in either direction.
+
+    Runs cancelled before their first chunk changed nothing and are skipped."""
+    backfill_name = _class(name).name or ""
+    ledger = _ledger(using)
+    runs = ledger.runs.filter(name=backfill_name).order_by("-id")
+    latest = next(
+        (
+            run
+            for run in runs.iterator()
+            if not (run.state == State.CANCELLED and run.chunks_done == 0)
+        ),
+        None,
+    )
+    if latest is None:
+        return BackfillState(backfill_name, "never run", None, False)
+    shown = snapshot(latest, ledger)
+    if latest.reverse:
+        state = "reversed" if latest.state == State.COMPLETED else f"{shown.shown_state} (reverse)"
+        return BackfillState(backfill_name, state, shown, False)
+    return BackfillState(backfill_name, shown.shown_state, shown, latest.state == State.COMPLETED)

@@ -1,0 +1,43 @@
+"""SQLite: ``UPDATE ... FROM (VALUES ...)`` writes (3.33+) and the gap after each chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .base import Statement, Vendor
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Field
+
+
+class SQLite(Vendor):
+    # One writer at a time, and a shared-cache in-memory database locks tables on read: no
+    # second connection reads ahead. Lock waits are bounded by the connection's `timeout`.
+    supports_prefetch = False
+    needs_gap_between_chunks = True
+    writes_in_one_statement = True
+
+    def gap_after_chunk(self, seconds: float, share: float) -> float:
+        # SQLite has one write lock, and a writer waiting on its busy timeout polls only every
+        # ~100 ms: without a gap our next chunk would always win it and starve every other
+        # writer (the application, `backfill pause`/`set`).
+        return min(0.1, seconds * share)
+
+    def update_from_values(
+        self,
+        connection: BaseDatabaseWrapper,
+        table: str,
+        pk: Field[Any, Any],
+        fields: Sequence[Field[Any, Any]],
+        values: list[list[Any]],
+    ) -> Statement:
+        q = connection.ops.quote_name
+        row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+        assignments = ", ".join(f"{q(f.column)} = v.column{i + 2}" for i, f in enumerate(fields))
+        sql = (
+            f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * len(values))}) "
+            f"AS v WHERE {q(table)}.{q(pk.column)} = v.column1"
+        )
+        return sql, [value for row_values in values for value in row_values]

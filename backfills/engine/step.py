@@ -1,0 +1,177 @@
+"""One chunk: find its window, process it, commit it with the checkpoint; retry if the moment
+was bad. Returns a ``StepResult`` (or None once the walk reaches the horizon)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, transaction
+
+from ..chunking import Window, next_window
+from ..sizing import ChunkSizer
+from .preconditions import apply_chunk_timeouts
+from .quarantine import Isolator
+from .retry import Retry, RetryPolicy
+
+if TYPE_CHECKING:
+    from django.db import models
+
+    from ..base import Backfill
+    from ..conf import Settings
+    from ..prefetch import Prefetcher
+    from .ledger import Lease
+
+logger = logging.getLogger("backfills")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A committed chunk: its window, rows processed and quarantined, and the seconds it took
+    (commit included)."""
+
+    window: Window
+    processed: int
+    failed: int
+    seconds: float
+
+
+class ChunkStep:
+    """Runs chunks of one run, each in one transaction with its checkpoint."""
+
+    def __init__(
+        self,
+        backfill: Backfill,
+        lease: Lease,
+        settings: Settings,
+        sizer: ChunkSizer,
+        *,
+        policy: RetryPolicy,
+        on_retry: Callable[[Retry, BaseException], None],
+        prefetcher: Prefetcher | None = None,
+    ) -> None:
+        self.backfill = backfill
+        self.lease = lease
+        self.using = lease.using
+        self.settings = settings
+        self.sizer = sizer
+        self.policy = policy
+        self.on_retry = on_retry
+        self.prefetcher = prefetcher
+        self.model = type(backfill).get_model()
+        self.pk_field = type(backfill).get_pk_field()
+        self.isolator = Isolator(backfill, lease.run) if type(backfill).quarantine else None
+        #: Set when a stop was asked for: do not read another chunk ahead.
+        self.stopping: Callable[[], bool] = lambda: False
+
+    def __call__(self, cursor: Any, horizon: Any, limit: int | None) -> StepResult | None:
+        """Commit the next chunk after *cursor* (at most *limit* rows), retrying transient
+        errors; None when the walk has reached the horizon."""
+        attempts = self.policy.attempts()
+        while True:
+            started = time.perf_counter()
+            size = self.sizer.size if limit is None else max(1, min(self.sizer.size, limit))
+            try:
+                if attempts.failures:
+                    committed = self._committed_meanwhile()
+                    if committed is not None:
+                        return committed
+                taken = (
+                    self.prefetcher.take(cursor, size)
+                    if self.prefetcher and not attempts.failures
+                    else None
+                )
+                # Inside the retry loop: a dropped connection can surface here too.
+                window, prepared = taken or (
+                    next_window(self.model, self.using, cursor, horizon, size),
+                    None,
+                )
+                if window is None:
+                    return None
+                self._read_ahead(window, horizon, limit)
+                return self._commit(window, prepared, started)
+            except Exception as exc:
+                retry = attempts.after(exc)
+                if retry is None:
+                    raise
+                if retry.shrink:
+                    self.sizer.halve()
+                logger.warning(
+                    "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
+                    self.lease.run.label,
+                    cursor,
+                    type(exc).__name__,
+                    retry.attempt,
+                    retry.delay,
+                )
+                self.on_retry(retry, exc)
+                connection = connections[self.using]
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+                self.lease.count_retry()
+
+    def _read_ahead(self, window: Window, horizon: Any, limit: int | None) -> None:
+        if self.prefetcher is None or self.stopping():
+            return
+        following = self.sizer.size if limit is None else limit - window.size
+        if following > 0:
+            self.prefetcher.submit(window.upper, horizon, min(self.sizer.size, following))
+
+    def _commit(self, window: Window, prepared: Any, started: float) -> StepResult:
+        """Process *window* (from the rows *prepared* ahead, if given) and commit it with the
+        checkpoint."""
+        cursor = self.dump_pk(window.upper)
+        with transaction.atomic(using=self.using):
+            apply_chunk_timeouts(connections[self.using], self.settings)
+            queryset: models.QuerySet[Any] = window.filter(self.backfill.chunk_queryset()).order_by(
+                "pk"
+            )
+            self.backfill.window = window
+            if self.isolator is not None:
+                processed, failed = self.isolator.process(queryset, prepared)
+            elif prepared is not None:
+                processed, failed = self.backfill.write_prepared(prepared), 0
+            else:
+                processed, failed = self.backfill.run_window(queryset), 0
+            # The checkpoint records the time up to its own write.
+            seconds = time.perf_counter() - started
+            self.lease.checkpoint(window, cursor, processed, failed, seconds)
+        self.lease.checkpointed(window, cursor, processed, failed, seconds)
+        # Sizing and the display also count the commit, which is part of what a chunk costs.
+        return StepResult(window, processed, failed, time.perf_counter() - started)
+
+    def _committed_meanwhile(self) -> StepResult | None:
+        """The chunk whose attempt failed, if its transaction did commit: an error reported for
+        the COMMIT itself (a connection lost just after sending it) does not mean the server
+        rolled it back. Read from the checkpoint, never done twice."""
+        run = self.lease.run
+        row = self.lease.read_back()
+        if row is None:
+            return None
+        window = Window(
+            self.load_pk(run.cursor),
+            self.load_pk(row["cursor"]),
+            row["rows_scanned"] - run.rows_scanned,
+        )
+        processed = row["rows_processed"] - run.rows_processed
+        failed = row["rows_failed"] - run.rows_failed
+        self.lease.adopt()
+        logger.warning(
+            "backfill %s: the chunk up to %r committed although its commit reported an error; "
+            "going on from its checkpoint",
+            run.label,
+            window.upper,
+        )
+        return StepResult(window, processed, failed, run.last_chunk_seconds or 0.0)
+
+    def dump_pk(self, value: Any) -> str:
+        return str(value)
+
+    def load_pk(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
+        return target.to_python(text)
