@@ -121,7 +121,7 @@ def _stop(
             snapshot(run, ledger), "unchanged", f"Run #{run.pk} of {run.label} is already paused."
         )
     who = f" by {by}" if by else ""
-    reason = f"{verb}d by `backfill {verb}`{who} while not running"
+    reason = f"{state} by `backfill {verb}`{who} while not running"
     # Conditional on the lease we saw being gone, so a process that claimed the run
     # meanwhile is not overwritten.
     if not ledger.stop_unowned(run, state, reason):

@@ -129,6 +129,9 @@ class RunSettings:
 class Ledger:
     """Reads and writes of the run table on one database."""
 
+    #: What ``claim()`` returns; a benchmark may pass a subclass that times the checkpoint.
+    lease_class: type[Lease]
+
     def __init__(self, using: str, lease_seconds: float) -> None:
         self.using = using
         self.lease_seconds = lease_seconds
@@ -257,7 +260,7 @@ class Ledger:
             if run.state in BackfillRun.FINAL:
                 raise RunNotResumable(f"Run #{run.pk} of {run.label} is already {run.state}.")
             raise self.owned(run)
-        return Lease(self, run, owner, took_over=took_over)
+        return self.lease_class(self, run, owner, took_over=took_over)
 
     def owned(self, run: BackfillRun, *, forced: bool = False) -> RunOwned:
         """The error for a run a live process owns (*forced*: although --force was given)."""
@@ -555,3 +558,6 @@ class Lease:
         if self._update(**fields) != 1:
             raise LeaseLost(f"Run #{self.run.pk} was taken over by another process.")
         self._remember(fields)
+
+
+Ledger.lease_class = Lease
