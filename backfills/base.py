@@ -13,9 +13,12 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
+from .chunking import pk_target
+from .db.base import Statement
+from .db.base import column as db_column
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
-from .writers import Statement, as_instances, build_writes, execute_writes, write_rows
+from .writers import as_instances, build_writes, execute_writes, write_rows
 
 if TYPE_CHECKING:
     from .chunking import Window
@@ -34,8 +37,9 @@ class Backfill:
     with the run's checkpoint.
     """
 
-    #: Registry name; defaults to ``app_label.snake_case_class_name``.
-    name: ClassVar[str | None] = None
+    #: Registry name, set by ``@register`` (default ``app_label.snake_case_class_name``);
+    #: empty until the class is registered.
+    name: ClassVar[str] = ""
     #: The model whose table is walked: ``"app_label.ModelName"`` or the model class.
     model: ClassVar[str | type[models.Model] | None] = None
     #: One line shown by ``backfill list``; defaults to the first line of the docstring.
@@ -131,7 +135,7 @@ class Backfill:
                 f"{label} has a composite primary key; keyset chunking needs a single-column "
                 "primary key."
             )
-        target = pk.target_field if pk.is_relation else pk
+        target = pk_target(pk)
         if target.get_internal_type() in UNORDERABLE_PK_TYPES:
             raise BackfillConfigurationError(
                 f"{label}'s primary key is a {target.get_internal_type()}, which the database "
@@ -380,7 +384,8 @@ class RowBackfill(Backfill):
 
     def _transform(self, transform: Any, rows: list[Any]) -> list[Any]:
         try:
-            return transform(rows)
+            changed: list[Any] = transform(rows)
+            return changed
         except AttributeError as exc:
             if not self.read_fields or not is_record(getattr(exc, "obj", None)):
                 raise
@@ -489,7 +494,7 @@ class _WindowCondition:
         pk = model._meta.pk
         assert pk is not None and self.backfill.window is not None
         q = connection.ops.quote_name
-        column = f"{alias or q(model._meta.db_table)}.{q(pk.column)}"
+        column = f"{alias or q(model._meta.db_table)}.{q(db_column(pk))}"
         window = self.backfill.window
         self.params["window_upper"] = pk.get_db_prep_value(window.upper, connection)
         if window.lower is None:
@@ -536,7 +541,7 @@ class SQLBackfill(Backfill):
         statement = sql.format(window=_WindowCondition(self, params))
         with connections[self.using].cursor() as cursor:
             cursor.execute(statement, params)
-            return max(cursor.rowcount, 0)
+            return max(int(cursor.rowcount), 0)
 
     def process_window(self, queryset: models.QuerySet[Any]) -> int:
         return self.execute(self.get_sql())

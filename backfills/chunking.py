@@ -31,6 +31,13 @@ class Window:
         return queryset.filter(pk__lte=self.upper)
 
 
+def pk_target(pk: models.Field[Any, Any]) -> models.Field[Any, Any]:
+    """The field whose values a primary key holds: itself, or for a one-to-one primary key
+    the target's primary key."""
+    target = getattr(pk, "target_field", None) if pk.is_relation else None
+    return target if isinstance(target, models.Field) else pk
+
+
 def table_queryset(model: type[models.Model], using: str) -> models.QuerySet[Any]:
     """Every row of the model's table, unfiltered, on *using*."""
     return model._base_manager.using(using).all()

@@ -102,7 +102,7 @@ def _active(name: str, ledger: Ledger, reverse: bool | None, verb: str) -> Backf
 def _stop(
     name: str | type[Backfill], state: str, using: str, reverse: bool | None, by: str
 ) -> ControlResult:
-    backfill_name = _class(name).name or ""
+    backfill_name = _class(name).name
     ledger = _ledger(using)
     verb = "pause" if state == State.PAUSED else "cancel"
     run = _active(backfill_name, ledger, reverse, verb)
@@ -164,7 +164,7 @@ def withdraw_pause(
 ) -> ControlResult | None:
     """Take back a pause request its live owner has not acted on yet; None when there is no
     such request (the run is not owned, or it already paused)."""
-    backfill_name = _class(name).name or ""
+    backfill_name = _class(name).name
     ledger = _ledger(using)
     run = _active(backfill_name, ledger, reverse, "resume")
     if not (run.requested_state == State.PAUSED and run.owner_token and ledger.owner_alive(run)):
@@ -200,7 +200,7 @@ def resume(
     withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse)
     if withdrawn is not None:
         return withdrawn
-    _active(backfill_cls.name or "", _ledger(using), reverse, "resume")
+    _active(backfill_cls.name, _ledger(using), reverse, "resume")
     return run_backfill(
         backfill_cls,
         using=using,
@@ -242,7 +242,7 @@ def change_settings(
         changes["sleep"] = check_seconds("sleep", sleep, allow_zero=True)
     if not changes:
         raise BackfillError("Nothing to change: give batch_size, target_chunk_time or sleep.")
-    backfill_name = _class(name).name or ""
+    backfill_name = _class(name).name
     ledger = _ledger(using)
     run = _active(backfill_name, ledger, reverse, "change")
     if not ledger.change_settings(run, changes):
@@ -283,7 +283,7 @@ def status(
 ) -> list[RunSnapshot]:
     """The latest run of each backfill (and of its reverse), or every run with *all_runs*;
     only those of *names* when given. Runs whose owner is gone read ``interrupted``."""
-    wanted = [_class(name).name or "" for name in names]
+    wanted = [_class(name).name for name in names]
     ledger = _ledger(using)
     if all_runs:
         runs = ledger.runs.order_by("name", "-id")
@@ -298,7 +298,7 @@ def backfill_state(name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS)
     """Where the backfill's data stands on *using*: its latest run in either direction.
 
     Runs cancelled before their first chunk changed nothing and are skipped."""
-    backfill_name = _class(name).name or ""
+    backfill_name = _class(name).name
     ledger = _ledger(using)
     runs = ledger.runs.filter(name=backfill_name).order_by("-id")
     latest = next(

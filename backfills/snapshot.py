@@ -63,7 +63,7 @@ class RunSnapshot(RunFigures):
     interrupted: bool = False
 
     @property
-    def pk(self) -> int:  # type: ignore[override]
+    def pk(self) -> int:
         return self.id
 
     @property

@@ -29,6 +29,7 @@ from django.db.models.fields import AutoFieldMixin, Field
 
 from .db import vendor_for
 from .db.base import Statement
+from .db.base import column as db_column
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -84,14 +85,20 @@ def build_writes(
     if not fields:
         raise ValueError("write_rows() needs at least one field name.")
     meta = model._meta
-    concrete = [meta.get_field(name) for name in fields]
-    for field in concrete:
-        if not getattr(field, "concrete", False) or field.primary_key or field.many_to_many:
+    written: list[Field[Any, Any]] = []
+    for name in fields:
+        field = meta.get_field(name)
+        if (
+            not isinstance(field, Field)
+            or not field.concrete
+            or field.primary_key
+            or field.many_to_many
+        ):
             raise ValueError(f"{meta.label}.{field.name} cannot be written by write_rows().")
+        written.append(field)
     pk = meta.pk
     assert pk is not None
     vendor = vendor_for(connection)
-    written: list[Field[Any, Any]] = [f for f in concrete if isinstance(f, Field)]
     if not vendor.writes_in_one_statement:
         return None
     if not rows:
@@ -99,7 +106,7 @@ def build_writes(
     per_statement = vendor.rows_per_update(connection, len(written) + 1, len(rows))
     prepare_pk = save_preparer(pk, connection)
     preparers = [(f.attname, save_preparer(f, connection)) for f in written]
-    column = vendor.update_pk_column(connection, meta.db_table, pk.column)
+    column = vendor.update_pk_column(connection, meta.db_table, db_column(pk))
     statements = []
     for start in range(0, len(rows), per_statement):
         batch = rows[start : start + per_statement]

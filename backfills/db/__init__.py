@@ -24,12 +24,19 @@ def vendor_for(connection: BaseDatabaseWrapper) -> Vendor:
     which uses Django's portable paths and no vendor SQL)."""
     name = connection.vendor
     if name not in _VENDORS:
+        cls: type[Vendor]
         if name == "postgresql":
-            from .postgresql import PostgreSQL as cls
+            from .postgresql import PostgreSQL
+
+            cls = PostgreSQL
         elif name == "mysql":
-            from .mysql import MySQL as cls
+            from .mysql import MySQL
+
+            cls = MySQL
         elif name == "sqlite":
-            from .sqlite import SQLite as cls
+            from .sqlite import SQLite
+
+            cls = SQLite
         else:
             cls = Vendor
         _VENDORS[name] = cls()

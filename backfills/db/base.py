@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Field
+
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.models import Field
 
 #: ``(sql, params)`` of one statement.
 Statement = tuple[str, list[Any]]
@@ -71,6 +72,12 @@ class Vendor:
 
 # Bind parameters per statement: psycopg's protocol limit; SQLite's default is 32766.
 MAX_PARAMS = 32_000
+
+
+def column(field: Field[Any, Any]) -> str:
+    """*field*'s column name (concrete fields always have one)."""
+    assert field.column is not None, field
+    return field.column
 
 
 def fetch_float(connection: BaseDatabaseWrapper, sql: str) -> float | None:

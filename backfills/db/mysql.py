@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
-from .base import Statement, Vendor
+from .base import Statement, Vendor, column
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -78,13 +78,13 @@ class MySQL(Vendor):
     ) -> Statement:
         q = connection.ops.quote_name
         first = "SELECT " + ", ".join(
-            ["%s AS " + q("pk"), *(f"%s AS {q(f.column)}" for f in fields)]
+            ["%s AS " + q("pk"), *(f"%s AS {q(column(f))}" for f in fields)]
         )
         other = "SELECT " + ", ".join(["%s"] * (len(fields) + 1))
         union = " UNION ALL ".join([first] + [other] * (len(values) - 1))
-        assignments = ", ".join(f"t.{q(f.column)} = v.{q(f.column)}" for f in fields)
+        assignments = ", ".join(f"t.{q(column(f))} = v.{q(column(f))}" for f in fields)
         sql = (
-            f"UPDATE {q(table)} AS t INNER JOIN ({union}) AS v ON t.{q(pk.column)} = v.{q('pk')} "
+            f"UPDATE {q(table)} AS t INNER JOIN ({union}) AS v ON t.{q(column(pk))} = v.{q('pk')} "
             f"SET {assignments} WHERE 1 = 1"
         )
         return sql, [value for row_values in values for value in row_values]

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import Statement, Vendor, fetch_float
+from .base import Statement, Vendor, column, fetch_float
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -71,11 +71,11 @@ class PostgreSQL(Vendor):
         q = connection.ops.quote_name
         casts = [array_cast(f, connection) for f in (pk, *fields)]
         arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
-        names = ", ".join([q("pk"), *(q(f.column) for f in fields)])
-        assignments = ", ".join(f"{q(f.column)} = v.{q(f.column)}" for f in fields)
+        names = ", ".join([q("pk"), *(q(column(f)) for f in fields)])
+        assignments = ", ".join(f"{q(column(f))} = v.{q(column(f))}" for f in fields)
         sql = (
             f"UPDATE {q(table)} SET {assignments} FROM unnest({arrays}) AS v({names}) "
-            f"WHERE {q(table)}.{q(pk.column)} = v.{q('pk')}"
+            f"WHERE {q(table)}.{q(column(pk))} = v.{q('pk')}"
         )
         return sql, [pg_array(list(column)) for column in zip(*values, strict=True)]
 

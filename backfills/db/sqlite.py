@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import Statement, Vendor
+from .base import Statement, Vendor, column
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -35,9 +35,9 @@ class SQLite(Vendor):
     ) -> Statement:
         q = connection.ops.quote_name
         row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
-        assignments = ", ".join(f"{q(f.column)} = v.column{i + 2}" for i, f in enumerate(fields))
+        assignments = ", ".join(f"{q(column(f))} = v.column{i + 2}" for i, f in enumerate(fields))
         sql = (
             f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * len(values))}) "
-            f"AS v WHERE {q(table)}.{q(pk.column)} = v.column1"
+            f"AS v WHERE {q(table)}.{q(column(pk))} = v.column1"
         )
         return sql, [value for row_values in values for value in row_values]

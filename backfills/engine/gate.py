@@ -76,7 +76,7 @@ class HealthGate:
         wait = 0.25
         reason = ""
         try:
-            while not verdict.ok:
+            while True:
                 if verdict.is_critical:
                     return Stop(State.PAUSED, f"critical: {verdict.reason}", critical=True)
                 changed = verdict.reason != reason
@@ -88,7 +88,8 @@ class HealthGate:
                     return stop
                 wait = min(wait * 2, self.max_wait)
                 verdict = self.verdict()
-            return None
+                if verdict.ok:
+                    return None
         finally:
             hooks.cleared(self.clock() - started, verdict.ok)
 

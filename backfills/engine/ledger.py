@@ -20,11 +20,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Field, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..chunking import Window
+from ..db.base import column as db_column
 from ..exceptions import BackfillError, LeaseLost, RunNotResumable, RunOwned
 from ..models import BackfillRun
 from .lease import Owner, describe_owner, owner_alive, owner_gone_here, owner_pid_alive_here
@@ -378,7 +379,9 @@ class Lease:
             q = connection.ops.quote_name
 
             def column(name: str) -> str:
-                return q(meta.get_field(name).column)
+                field = meta.get_field(name)
+                assert isinstance(field, Field)
+                return q(db_column(field))
 
             sets = [f"{column(name)} = {column(name)} + %s" for name in self.ADDED]
             sets += [f"{column(name)} = %s" for name in self.ASSIGNED]
@@ -429,7 +432,7 @@ class Lease:
         )
         if row is None or row["chunks_done"] == self.run.chunks_done:
             return None
-        return row
+        return dict(row)
 
     def adopt(self) -> None:
         """Take the figures of a checkpoint found by ``read_back`` as ours."""

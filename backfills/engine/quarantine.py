@@ -9,6 +9,7 @@ from django.db import connections, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from ..chunking import pk_target
 from ..exceptions import BackfillConfigurationError
 from ..models import BackfillRun, QuarantinedRow
 from ..parameters import from_json
@@ -104,7 +105,7 @@ def retry_quarantined(
     params = from_json(backfill_cls.parameters, latest.parameters if latest else {})
     backfill = backfill_cls(using=using, params=params)
     pk_field = backfill_cls.get_pk_field()
-    target = pk_field.target_field if pk_field.is_relation else pk_field
+    target = pk_target(pk_field)
     resolved: list[QuarantinedRow] = []
     failing: list[QuarantinedRow] = []
     pending = QuarantinedRow.objects.using(using).filter(

@@ -115,7 +115,7 @@ class Runner:
         ledger: Ledger | None = None,
     ) -> None:
         self.backfill_cls = backfill_cls
-        self.name: str = backfill_cls.name or ""
+        self.name = backfill_cls.name
         if not self.name:
             raise BackfillConfigurationError(f"{backfill_cls.__name__} is not registered.")
         self.using = using

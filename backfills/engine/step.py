@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
-from ..chunking import Window, next_window
+from ..chunking import Window, next_window, pk_target
 from ..sizing import ChunkSizer
 from .preconditions import apply_chunk_timeouts
 from .quarantine import Isolator
@@ -173,5 +173,4 @@ class ChunkStep:
     def load_pk(self, text: str | None) -> Any:
         if text is None:
             return None
-        target = self.pk_field.target_field if self.pk_field.is_relation else self.pk_field
-        return target.to_python(text)
+        return pk_target(self.pk_field).to_python(text)
