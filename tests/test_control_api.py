@@ -14,8 +14,8 @@ from django.utils import timezone
 import backfills
 from backfills import Outcome, run_backfill
 from backfills.control import ControlResult, NoActiveRun
-from backfills.engine.lease import pid_alive
 from backfills.engine.ledger import InvalidTransition, Ledger
+from backfills.engine.owners import pid_alive
 from backfills.exceptions import BackfillError
 from backfills.models import BackfillRun
 from tests.test_kinds import make_records

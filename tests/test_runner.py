@@ -13,10 +13,10 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from backfills import Outcome, run_backfill
+from backfills.engine.owners import owner_alive, pid_alive
 from backfills.events import ChunkCommitted, Event, RunStarted
 from backfills.exceptions import BackfillFailed, LeaseLost, RunNotResumable, RunOwned
 from backfills.models import BackfillRun
-from backfills.engine.lease import owner_alive, pid_alive
 from tests.testapp.models import BigItem, CodeItem, Item, UUIDItem
 
 pytestmark = pytest.mark.django_db(transaction=True)

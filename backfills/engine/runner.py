@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .. import conf
-from ..chunking import estimate_total, find_horizon
 from ..db import vendor_for
 from ..events import (
     ChunkCommitted,
@@ -41,21 +40,21 @@ from ..exceptions import (
     BackfillFailed,
     CheckFailed,
     LeaseLost,
-    RunNotResumable,
 )
 from ..models import BackfillRun
-from ..parameters import check_given, from_json, parse_parameters, to_json
+from ..parameters import check_given
 from ..prefetch import Prefetcher, prefetch_unavailable
 from ..signals import signal_listener
 from ..sizing import ChunkSizer
 from ..snapshot import RunSnapshot
 from ..throttle import default_checks
 from .gate import HealthGate, Stop, StopGate
-from .lease import Owner, owner_pid_alive_here
-from .ledger import Lease, Ledger, active_key
-from .options import RunOptions, new_run_settings, resumed_run_settings
+from .ledger import Lease, Ledger
+from .opening import Opening
+from .options import RunOptions, resumed_run_settings
+from .owners import Owner
 from .pacing import interruptible_sleep
-from .preconditions import apply_chunk_timeouts, check_requirements, pre_check
+from .preconditions import apply_chunk_timeouts, check_requirements
 from .retry import Retry, RetryPolicy
 from .step import ChunkStep
 
@@ -156,7 +155,7 @@ class Runner:
         # Invalid values are refused before anything else (a run that resumes has its own).
         check_given(self.name, self.backfill_cls.parameters, self.options.parameters)
         check_requirements(self.backfill_cls, self.using)
-        run, resumed = self._open()
+        run, resumed = Opening(self.backfill, self.ledger, self.options, self.settings).open_run()
         if run is None:
             latest = self.ledger.latest(self.name, self.options.reverse)
             assert latest is not None
@@ -314,81 +313,6 @@ class Runner:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _open(self) -> tuple[BackfillRun | None, bool]:
-        """The run to claim and whether it resumes one, creating it if need be; (None, False)
-        when the latest run of this direction completed and nothing has undone it since."""
-        reverse = self.options.reverse
-        latest = self.ledger.latest(self.name, reverse)
-        live = (
-            latest
-            if latest is not None and latest.active_key == active_key(self.name, reverse)
-            else None
-        )
-        if live is not None and not self.options.restart:
-            self._use_parameters(live)
-            return live, live.cursor is not None or live.chunks_done > 0
-        if live is not None:
-            # Never restart under a live owner: it would go on committing chunks of the run
-            # we cancel while the new run does them again.
-            if self.ledger.owner_alive(live) and (
-                not self.options.force or owner_pid_alive_here(live)
-            ):
-                raise self.ledger.owned(live, forced=self.options.force)
-            self.ledger.supersede(live, "superseded by --restart")
-        elif latest is not None and not self.options.restart:
-            if latest.state == State.COMPLETED and not self._undone_since(latest):
-                return None, False
-            if latest.state != State.COMPLETED:
-                direction = " (reverse)" if reverse else ""
-                raise RunNotResumable(
-                    f"The latest run of {self.name}{direction} (#{latest.pk}) was "
-                    f"{latest.state}; pass --restart to start a new run from the beginning."
-                )
-        values = parse_parameters(self.name, self.backfill_cls.parameters, self.options.parameters)
-        self.backfill.params = _namespace(values)
-        pre_check(self.backfill)
-        model = self.backfill_cls.get_model()
-        horizon = find_horizon(model, self.using)
-        total, exact = estimate_total(
-            model, self.using, horizon, self.options.exact_count, self.settings.estimate_above
-        )
-        run, created = self.ledger.create(
-            BackfillRun(
-                name=self.name,
-                reverse=reverse,
-                active_key=active_key(self.name, reverse),
-                state=State.PENDING,
-                parameters=to_json(values),
-                horizon=None if horizon is None else str(horizon),
-                rows_total=total,
-                rows_total_exact=exact,
-                **vars(new_run_settings(self.backfill_cls, self.options, self.settings)),
-            )
-        )
-        if not created:  # another process created the live run between our read and insert
-            self._use_parameters(run)
-        return run, not created and (run.cursor is not None or run.chunks_done > 0)
-
-    def _undone_since(self, completed: BackfillRun) -> bool:
-        """Whether a run of the other direction that changed data started after *completed*
-        (a completed forward run followed by a reverse means the data is reversed)."""
-        other = self.ledger.latest(self.name, not self.options.reverse)
-        return other is not None and other.pk > completed.pk and other.chunks_done > 0
-
-    def _use_parameters(self, run: BackfillRun) -> None:
-        """Continue with the run's own parameters; refuse different ones."""
-        declared = self.backfill_cls.parameters
-        stored = from_json(declared, run.parameters)
-        if self.options.parameters:
-            given = parse_parameters(run.name, declared, self.options.parameters)
-            if to_json(given) != to_json(stored):
-                raise RunNotResumable(
-                    f"Run #{run.pk} of {run.label} was started with parameters "
-                    f"{_describe(run.parameters)}, not {_describe(to_json(given))}. Resume it "
-                    "without --param (or with the same values), or pass --restart."
-                )
-        self.backfill.params = _namespace(stored)
-
     def _configure_sizer(self, resumed_size: int | None) -> None:
         from .options import default_target_chunk_time
 
@@ -452,16 +376,6 @@ class Runner:
         event = kind(run=RunSnapshot.of(self.lease.run), **details)
         for listener in self.listeners:
             listener(event)
-
-
-def _namespace(values: dict[str, Any]) -> Any:
-    from types import SimpleNamespace
-
-    return SimpleNamespace(**values)
-
-
-def _describe(parameters: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in sorted(parameters.items())) or "none"
 
 
 def _signal_name(signum: int) -> str:
