@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, migrations, transaction
+
+if TYPE_CHECKING:
+    from .control import BackfillState
 
 
 class BackfillNotCompleted(CommandError):
@@ -16,8 +19,9 @@ class RequireBackfill(migrations.operations.base.Operation):
     """Stop ``migrate`` until the named backfill has completed on this database.
 
     Put it first in the schema migration that depends on the data (the one that makes the
-    backfilled column NOT NULL, say). It passes when a run of the backfill has completed, or
-    when no row needs work (a fresh or empty database). It changes no schema and no state.
+    backfilled column NOT NULL, say). It passes when the backfill's latest run (in either
+    direction) is a completed forward run, or when no row needs work (a fresh or empty
+    database), asked with the latest run's parameters. It changes no schema and no state.
     """
 
     reversible = True
@@ -43,11 +47,19 @@ class RequireBackfill(migrations.operations.base.Operation):
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
         alias = schema_editor.connection.alias
-        if _completed(self.name, alias) or _nothing_to_do(self.name, alias):
+        state = _state(self.name, alias)
+        if state is not None and state.done:
             return
+        if _nothing_to_do(self.name, alias, state):
+            return
+        latest = (
+            ""
+            if state is None or state.run is None
+            else f" (its latest run #{state.run.pk} is {state.state})"
+        )
         raise BackfillNotCompleted(
             f"Migration {app_label} needs backfill {self.name} to have completed on database "
-            f"{alias!r} first. Run:\n\n    python manage.py backfill run {self.name}"
+            f"{alias!r} first{latest}. Run:\n\n    python manage.py backfill run {self.name}"
             f"{'' if alias == 'default' else f' --database {alias}'}\n\nthen migrate again."
         )
 
@@ -57,25 +69,37 @@ class RequireBackfill(migrations.operations.base.Operation):
         pass
 
 
-def _completed(name: str, alias: str) -> bool:
-    from .models import BackfillRun
+def _state(name: str, alias: str) -> BackfillState | None:
+    """The backfill's state on *alias*: its latest run in either direction (None: the
+    backfills tables are not migrated yet, so no run can have completed)."""
+    from .control import backfill_state
 
     try:
+        # A savepoint: on PostgreSQL a failed query must not abort the migration's transaction.
         with transaction.atomic(using=alias):
-            return (
-                BackfillRun.objects.using(alias)
-                .filter(name=name, reverse=False, state=BackfillRun.State.COMPLETED)
-                .exists()
-            )
-    except DatabaseError:  # the backfills tables are not migrated yet
-        return False
+            return backfill_state(name, using=alias)
+    except DatabaseError:
+        return None
 
 
-def _nothing_to_do(name: str, alias: str) -> bool:
+def _nothing_to_do(name: str, alias: str, state: BackfillState | None) -> bool:
+    """Whether no row needs work, asked with the parameters of the latest run (or the declared
+    defaults); False when that cannot be told."""
+    from .parameters import ParameterError, from_json
     from .registry import registry
 
     backfill_cls = registry.get(name)
-    backfill = backfill_cls(using=alias)
+    stored = state.run.parameters if state is not None and state.run is not None else {}
+    try:
+        params = from_json(backfill_cls.parameters, stored or {})
+    except ParameterError:
+        return False
+    if any(
+        params[key] is None and parameter.required
+        for key, parameter in backfill_cls.parameters.items()
+    ):
+        return False  # a required parameter without a value: no queryset to ask
+    backfill = backfill_cls(using=alias, params=params)
     try:
         # A savepoint: on PostgreSQL a failed query must not abort the migration's transaction.
         with transaction.atomic(using=alias):

@@ -153,3 +153,20 @@ class PrefetchQuarantineItems(PrefetchCountItems):
 
 
 from .kinds import *  # noqa: E402,F403  (registers the Record backfills)
+
+# isort: split
+from backfills.parameters import Parameter  # noqa: E402
+
+from .kinds import FillRecords  # noqa: E402
+
+
+@register
+class FillRecordsAbove(FillRecords):
+    """FillRecords on the records whose pk is above ``--param above=N``: ``get_queryset()``
+    reads a required parameter (RequireBackfill must build it with the run's parameters)."""
+
+    name = "testapp.fill_records_above"
+    parameters = {"above": Parameter(int, help="only records with a greater pk")}
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return super().get_queryset().filter(pk__gt=self.params.above)
