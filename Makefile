@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= test,postgres
-DEMO_DB := $(CURDIR)/example_project/demo.sqlite3
+# The example project's default database, so that `cd example_project && python manage.py
+# backfill status` after `make demo` sees the demo's runs (and `make clean` removes it).
+DEMO_DB := $(CURDIR)/example_project/db.sqlite3
 DEMO_ROWS ?= 200000
 PYTEST_ARGS ?=
 comma := ,
@@ -33,6 +35,7 @@ demo: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=.:example_project $(BIN)/mypy
 
 test: lint
 	DATABASE_URL= $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,10 +9,12 @@ from typing import Any
 
 from django.db import connections, models, transaction
 
+from . import conf
 from .base import Backfill
-from .chunking import count_range, find_horizon, next_window
+from .chunking import count_range, find_horizon, next_window, pk_target
+from .db import vendor_for
+from .engine.runner import check_requirements
 from .parameters import parse_parameters
-from .runner import apply_chunk_timeouts, check_requirements
 
 
 class _Rollback(Exception):
@@ -24,10 +26,13 @@ class DryRunReport:
     """What a dry run saw: samples of changed rows, the chunk query's plan, a projection."""
 
     name: str
+    #: The primary key it started after (None: the first row).
+    cursor: Any = None
     chunks: int = 0
     rows_walked: int = 0
     rows_processed: int = 0
     seconds: float = 0.0
+    #: Rows from the start point up to the horizon: what a run from there would walk.
     rows_total: int = 0
     explain: str = ""
     #: (pk, {field: (before, after)}) for sampled rows whose values changed.
@@ -52,20 +57,28 @@ def dry_run(
     sample: int = 5,
     reverse: bool = False,
     parameters: dict[str, Any] | None = None,
+    cursor: Any = None,
+    horizon: Any = None,
 ) -> DryRunReport:
-    """Process up to *chunks* chunks from the start of the table, then roll everything back."""
+    """Process up to *chunks* chunks, then roll everything back.
+
+    It starts after *cursor* (a primary key, or its text as a run's checkpoint stores it) and
+    stops at *horizon* (likewise), so a dry run of an unfinished run samples what resuming
+    it would do; by default it starts at the first row and walks to the highest key now."""
     check_requirements(backfill_cls, using)
     values = parse_parameters(backfill_cls.name or "", backfill_cls.parameters, parameters or {})
     backfill = backfill_cls(using=using, reverse=reverse, params=values)
     backfill.params = SimpleNamespace(**values)
     model = backfill_cls.get_model()
-    report = DryRunReport(name=backfill_cls.name or "")
+    key = pk_target(backfill_cls.get_pk_field())
+    cursor = None if cursor is None else key.to_python(cursor)
+    report = DryRunReport(name=backfill_cls.name or "", cursor=cursor)
     columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+    connection = connections[using]
     try:
         with transaction.atomic(using=using):
-            horizon = find_horizon(model, using)
-            report.rows_total = count_range(model, using, None, horizon)
-            cursor = None
+            horizon = find_horizon(model, using) if horizon is None else key.to_python(horizon)
+            report.rows_total = count_range(model, using, cursor, horizon)
             for _ in range(chunks):
                 window = next_window(model, using, cursor, horizon, batch_size)
                 if window is None:
@@ -77,7 +90,9 @@ def dry_run(
                 before = _snapshot(model, using, picked, columns)
                 started = time.perf_counter()
                 with transaction.atomic(using=using):
-                    apply_chunk_timeouts(connections[using])
+                    vendor_for(connection).apply_chunk_timeouts(
+                        connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
+                    )
                     backfill.window = window
                     report.rows_processed += backfill.run_window(queryset)
                 report.seconds += time.perf_counter() - started

@@ -106,13 +106,22 @@ def test_status_with_no_runs(run_command: Run) -> None:
         (["run", "testapp.count_itemz"], "Did you mean: testapp.count_items"),
         (["run", "testapp.count_items", "--batch-size", "0"], "must be at least 1"),
         (["run", "testapp.count_items", "--batch-size", "ten"], "expected a whole number"),
-        (["run", "testapp.count_items", "--sleep", "-1"], "finite number >= 0"),
-        (["run", "testapp.count_items", "--sleep", "nan"], "finite number >= 0"),
+        (["run", "testapp.count_items", "--sleep", "-1"], "finite number of seconds >= 0"),
+        (["run", "testapp.count_items", "--sleep", "nan"], "finite number of seconds >= 0"),
+        # One rule and one message for every number of seconds (bug 10).
+        (["run", "testapp.count_items", "--target-chunk-time", "-1"], "seconds > 0, got '-1'"),
+        (["run", "testapp.count_items", "--target-chunk-time", "0"], "seconds > 0, got '0'"),
+        (["set", "testapp.count_items", "--target-chunk-time", "0"], "seconds > 0, got '0'"),
+        (["set", "testapp.count_items", "--sleep", "inf"], "seconds >= 0, got 'inf'"),
+        # A malformed or unknown --param is refused before anything else (bug 16).
+        (["run", "testapp.bump_records", "--param", "step=abc"], "is not a valid int"),
+        (["run", "testapp.bump_records", "--param", "stepp=2"], "Unknown parameter(s)"),
+        (["run", "testapp.bump_records", "--param", "step"], "expects key=value"),
         (["run", "testapp.count_items", "--database", "nope"], "Unknown database alias"),
         (["run", "testapp.needs_future_migration"], "requires migration(s) testapp.9999_not_yet"),
         (["status", "nothing.here"], "No backfill named 'nothing.here'"),
-        (["pause", "testapp.count_items"], "has no unfinished run to pause"),
-        (["resume", "testapp.count_items"], "has no unfinished run to resume"),
+        (["pause", "testapp.count_items"], "never run on database 'default'; nothing to pause"),
+        (["resume", "testapp.count_items"], "never run on database 'default'; nothing to resume"),
     ],
 )
 def test_user_errors_are_command_errors_and_write_nothing(

@@ -129,9 +129,9 @@ def test_dry_run_leaves_the_table_byte_for_byte_unchanged(run_command: Run) -> N
 
     assert table_checksum() == before
     assert not BackfillRun.objects.exists()
-    assert out.startswith("Dry run of testapp.fill_records: 3 chunk(s), 30 rows walked, 30 ")
+    assert out.startswith("Dry run of testapp.fill_records: 3 chunks, 30 rows walked, 30 ")
     assert "Everything was rolled back; no run was recorded." in out
-    assert "Projected: 40 rows in about" in out
+    assert "Projected: 40 rows left to walk in about" in out
     assert "Sample of changed rows" in out and "'keep me'" not in out
     assert "Brien" in out and "日本" in out  # an after-value of the text column
     assert "Chunk query plan:" in out

@@ -58,14 +58,14 @@ def test_failing_rows_are_quarantined_and_retried_after_the_fix(
     assert [row["pk"] for row in data] == [str(pk) for pk in bad]
 
     # Not fixed yet: still failing, attempts counted, exit non-zero.
-    with pytest.raises(CommandError, match="3 row\\(s\\) still fail"):
+    with pytest.raises(CommandError, match="3 rows still failing"):
         run_command("retry-failed", NAME)
     assert {q.attempts for q in QuarantinedRow.objects.all()} == {2}
 
     Item.objects.filter(pk__in=bad).update(note="")
     out, _ = run_command("retry-failed", NAME)
 
-    assert f"{NAME}: 3 quarantined row(s) processed, 0 still failing." in out
+    assert f"{NAME}: 3 quarantined rows processed, 0 still failing." in out
     assert set(Item.objects.values_list("counter", flat=True)) == {1}
     assert not QuarantinedRow.objects.filter(resolved_at__isnull=True).exists()
     assert run_command("errors", NAME)[0].strip() == f"No quarantined rows for {NAME}."
