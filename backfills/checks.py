@@ -78,40 +78,52 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 def check_pending_backfills(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """backfills.W001: a backfill whose required migrations are applied never completed."""
-    from django.db import DatabaseError, connections
+    """backfills.W001: a backfill whose required migrations are applied is not done: it never
+    completed, or its latest run (in either direction) is not a completed forward run."""
+    from django.db import DatabaseError, connections, transaction
     from django.db.migrations.recorder import MigrationRecorder
 
-    from .models import BackfillRun
+    from .control import backfill_state
+    from .engine.preconditions import own_migrations
 
     messages: list[checks.CheckMessage] = []
+    own = own_migrations()  # as `backfill run` requires them, not a hard-coded list
     for alias in databases or ():
         try:
             recorder = MigrationRecorder(connections[alias])
             if not recorder.has_table():
                 continue
             applied = recorder.applied_migrations()
-            if ("backfills", "0001_initial") not in applied:
-                continue
-            completed = set(
-                BackfillRun.objects.using(alias)
-                .filter(state=BackfillRun.State.COMPLETED, reverse=False)
-                .values_list("name", flat=True)
-            )
         except DatabaseError:
             continue
+        if not all(key in applied for key in own):
+            continue  # the run table is missing or older than this code: nothing to read yet
         for backfill_cls in registry:
-            if not backfill_cls.requires or backfill_cls.name in completed:
+            if not backfill_cls.requires:
                 continue
-            if all(key in applied for key in backfill_cls.requires):
-                messages.append(
-                    checks.Warning(
-                        f"Backfill {backfill_cls.name} can run on database {alias!r} (its "
-                        "required migrations are applied) but has never completed there.",
-                        hint=f"Run `manage.py backfill run {backfill_cls.name}"
-                        f"{'' if alias == 'default' else f' --database {alias}'}`.",
-                        obj=backfill_cls,
-                        id="backfills.W001",
-                    )
+            if not all(key in applied for key in backfill_cls.requires):
+                continue
+            try:
+                # A savepoint, so a failed read cannot break a caller's transaction.
+                with transaction.atomic(using=alias):
+                    state = backfill_state(backfill_cls, using=alias)
+            except DatabaseError:
+                break
+            if state.done:
+                continue
+            where = (
+                "has never completed there"
+                if state.run is None
+                else f"is not done there: its latest run #{state.run.pk} is {state.state}"
+            )
+            messages.append(
+                checks.Warning(
+                    f"Backfill {backfill_cls.name} can run on database {alias!r} (its "
+                    f"required migrations are applied) but {where}.",
+                    hint=f"Run `manage.py backfill run {backfill_cls.name}"
+                    f"{'' if alias == 'default' else f' --database {alias}'}`.",
+                    obj=backfill_cls,
+                    id="backfills.W001",
                 )
+            )
     return messages
