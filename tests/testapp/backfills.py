@@ -158,6 +158,7 @@ from .kinds import *  # noqa: E402,F403  (registers the Record backfills)
 from backfills.parameters import Parameter  # noqa: E402
 
 from .kinds import FillRecords  # noqa: E402
+from .models import Item  # noqa: E402
 
 
 @register
@@ -170,3 +171,36 @@ class FillRecordsAbove(FillRecords):
 
     def get_queryset(self) -> QuerySet[Any]:
         return super().get_queryset().filter(pk__gt=self.params.above)
+
+
+@register
+class QuarantineStepItems(Backfill):
+    """Add ``--param step=N`` to each Item's counter, quarantining the rows that fail; the
+    reverse takes a step off again. Which step ``retry-failed`` adds shows which run's
+    parameters it used."""
+
+    model = "testapp.Item"
+    name = "testapp.quarantine_step_items"
+    batch_size = 10
+    quarantine = True
+    parameters = {"step": Parameter(int, default=1, help="added to counter")}
+
+    def get_queryset(self) -> QuerySet[Item]:
+        return Item.objects.filter(needs_work=True)
+
+    def get_reverse_queryset(self) -> QuerySet[Item]:
+        return Item.objects.filter(counter__gt=0)
+
+    def process_chunk(self, rows: list[Any]) -> None:
+        for row in rows:
+            if row.note == "boom":
+                raise ValueError(f"cannot process row {row.pk}: note is 'boom'")
+        self._add(rows, self.params.step)
+
+    def process_reverse_chunk(self, rows: list[Any]) -> None:
+        self._add(rows, -self.params.step)
+
+    def _add(self, rows: list[Any], amount: int) -> None:
+        Item.objects.using(self.using).filter(pk__in=[row.pk for row in rows]).update(
+            counter=F("counter") + amount
+        )
