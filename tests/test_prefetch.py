@@ -11,10 +11,10 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from backfills import Outcome
+from backfills.engine.runner import Runner, RunOptions
 from backfills.events import ChunkCommitted, Event, Retrying
 from backfills.models import BackfillRun, QuarantinedRow
 from backfills.registry import registry
-from backfills.engine.runner import Runner, RunOptions
 from tests.conftest import LockHolder
 from tests.testapp.backfills import PrefetchCountItems
 from tests.testapp.kinds import WRITTEN, expected_values
