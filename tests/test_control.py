@@ -260,8 +260,8 @@ def test_pause_withdrawn_by_resume_while_running_lets_the_run_complete(start_run
     code, out, err = manage(["backfill", "resume", COUNT], project="tests")
     assert code == 0, err
     assert (
-        f"Withdrew the pause request: run #{pk} of {COUNT} keeps running on {HOST} (pid {runner.pid})."
-        in out
+        f"Withdrew the pause request: run #{pk} of {COUNT} keeps running on {HOST} "
+        f"(pid {runner.pid})." in out
     )
     run = latest_run(COUNT)
     assert (run.state, run.requested_state, run.chunks_done) == ("running", "", 1)
