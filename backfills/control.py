@@ -275,6 +275,15 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
     return seconds
 
 
+def active_run(
+    name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, reverse: bool | None = None
+) -> RunSnapshot | None:
+    """The backfill's unfinished run (of *reverse*'s direction; either when None), if any."""
+    ledger = _ledger(using)
+    run = ledger.active(_class(name).name, reverse)
+    return None if run is None else snapshot(run, ledger)
+
+
 def status(
     names: Sequence[str | type[Backfill]] = (),
     *,

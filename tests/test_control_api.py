@@ -54,8 +54,14 @@ def dead_pid() -> int:
 def test_cancel_of_a_paused_run_releases_every_owner_field() -> None:
     seed()
     run_backfill(COUNT, max_chunks=1)
+    from backfills.control import active_run
+
+    unfinished = active_run(COUNT)
+    assert unfinished is not None and unfinished.state == "paused"
+    assert active_run(COUNT, reverse=True) is None
 
     result = backfills.cancel(COUNT, by="ops@deploy-host")
+    assert active_run(COUNT) is None
 
     assert isinstance(result, ControlResult) and result.action == "applied"
     run = BackfillRun.objects.get()

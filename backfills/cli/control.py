@@ -36,14 +36,10 @@ class CancelCommand(Subcommand):
     def handle(self, **options: Any) -> None:
         backfill_cls = registry.get(options["name"])
         if asks(options["interactive"]):
-            unfinished = [
-                run
-                for run in control.status([backfill_cls], using=self.database)
-                if not run.is_final
-            ]
+            run = control.active_run(backfill_cls, using=self.database)
             # With none, control.cancel() below says so (and how to start again).
-            if unfinished and not confirm(
-                f"Cancel run #{unfinished[0].pk} of {unfinished[0].label} for good?", True
+            if run is not None and not confirm(
+                f"Cancel run #{run.pk} of {run.label} for good?", True
             ):
                 raise CommandError("Cancel aborted.")
         result = control.cancel(backfill_cls, using=self.database, by=who())
