@@ -89,10 +89,9 @@ def _active(name: str, ledger: Ledger, reverse: bool | None, verb: str) -> Backf
     latest = ledger.latest(name, reverse=reverse)
     if latest is None:
         raise NoActiveRun(f"{name} has never run on database {ledger.using!r}; nothing to {verb}.")
-    if latest.state == State.COMPLETED:
-        hint = f"start a new run with `backfill run {name} --restart`"
-    else:
-        hint = f"start a new one with `backfill run {name} --restart`"
+    hint = f"start a new run with `backfill run {name} --restart`"
+    if reverse is False and ledger.active(name, reverse=True) is not None:
+        hint += " (its reverse has an unfinished run: add --reverse for that one)"
     raise NoActiveRun(
         f"{name} has no unfinished run to {verb}: its latest run #{latest.pk} is "
         f"{latest.state}; {hint}."
@@ -109,13 +108,13 @@ def _stop(
     if run.owner_token and ledger.owner_alive(run):
         if not ledger.request(run, state):
             raise BackfillError(f"Run #{run.pk} of {run.label} finished or stopped meanwhile.")
-        ledger.read(run)
-        return ControlResult(
-            snapshot(run, ledger),
-            "requested",
+        # Named as we asked it: by the time we read the row again it may have acted already.
+        message = (
             f"Asked run #{run.pk} of {run.label} (host {run.owner_host}, pid {run.owner_pid}) "
-            f"to {verb} at its next chunk boundary.",
+            f"to {verb} at its next chunk boundary."
         )
+        ledger.read(run)
+        return ControlResult(snapshot(run, ledger), "requested", message)
     if state == State.PAUSED and run.state == State.PAUSED:
         return ControlResult(
             snapshot(run, ledger), "unchanged", f"Run #{run.pk} of {run.label} is already paused."
@@ -163,7 +162,8 @@ def withdraw_pause(
     name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, reverse: bool | None = None
 ) -> ControlResult | None:
     """Take back a pause request its live owner has not acted on yet; None when there is no
-    such request (the run is not owned, or it already paused)."""
+    such request (the run is not owned, or it already paused). Raises ``NoActiveRun`` when
+    the backfill has no unfinished run."""
     backfill_name = _class(name).name
     ledger = _ledger(using)
     run = _active(backfill_name, ledger, reverse, "resume")
@@ -171,13 +171,12 @@ def withdraw_pause(
         return None
     if not ledger.withdraw(run):
         return None  # the owner acted on the request meanwhile: it paused
-    ledger.read(run)
-    return ControlResult(
-        snapshot(run, ledger),
-        "withdrawn",
+    message = (
         f"Withdrew the pause request: run #{run.pk} of {run.label} keeps running on "
-        f"{run.owner_host} (pid {run.owner_pid}).",
+        f"{run.owner_host} (pid {run.owner_pid})."
     )
+    ledger.read(run)
+    return ControlResult(snapshot(run, ledger), "withdrawn", message)
 
 
 def resume(
@@ -196,6 +195,8 @@ def resume(
     keyword options). Raises ``NoActiveRun`` when there is nothing to resume."""
     from .engine.runner import run_backfill
 
+    if "restart" in options:
+        raise TypeError("resume() continues the unfinished run; use run_backfill(restart=True)")
     backfill_cls = _class(name)
     withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse)
     if withdrawn is not None:
@@ -266,6 +267,8 @@ def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> floa
     """*value* as a number of seconds: finite and > 0 (>= 0 with *allow_zero*), or a
     ``BackfillError`` saying so in one sentence."""
     rule = "a finite number of seconds " + (">= 0" if allow_zero else "> 0")
+    if isinstance(value, bool):
+        raise BackfillError(f"{name} must be {rule}, got {value!r}.")
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -1,7 +1,8 @@
 """Django signals sent as a run progresses, so projects can notify or log.
 
-Each is sent with ``sender`` = the Backfill class, ``run`` = the BackfillRun and ``event`` =
-the runner event (see ``backfills.events``) carrying the details, e.g.::
+Each is sent with ``sender`` = the Backfill class, ``run`` = a ``RunSnapshot`` (an immutable
+copy of the run's row when the event was sent: read it, do not save it) and ``event`` = the
+runner event (see ``backfills.events``) carrying the details, e.g.::
 
     @receiver(backfills.signals.run_failed)
     def page_someone(sender, run, event, **kwargs):

@@ -20,12 +20,18 @@ from django.utils.module_loading import import_string
 
 from . import conf
 from .db import vendor_for
+from .exceptions import BackfillConfigurationError
 
 if TYPE_CHECKING:
     from .base import Backfill
 
 
-@dataclass(frozen=True, kw_only=True)
+class HealthMisuse(BackfillConfigurationError, TypeError, ValueError):
+    """``Health`` built the old, ambiguous way; the run fails with this message rather than
+    reading the verdict wrong (or throttling forever on a check that cannot be built)."""
+
+
+@dataclass(frozen=True, init=False)
 class Health:
     """A check's verdict. Build it with ``Health.healthy()``, ``Health.throttle(reason)`` (wait
     and ask again) or ``Health.critical(reason)`` (pause the run); a check may also return
@@ -38,11 +44,26 @@ class Health:
     reason: str = ""
     is_critical: bool = False
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.ok, bool):
-            raise TypeError(f"Health.ok must be a bool, got {self.ok!r}")
-        if self.is_critical and self.ok:
-            raise ValueError("a critical verdict cannot be healthy")
+    def __init__(
+        self,
+        *args: object,
+        ok: bool | None = None,
+        reason: str = "",
+        is_critical: bool = False,
+        **extra: object,
+    ) -> None:
+        if args or extra:
+            raise HealthMisuse(
+                f"Health{args!r} with {sorted(extra)}: build a verdict with Health.healthy(), "
+                "Health.throttle(reason) or Health.critical(reason)."
+            )
+        if not isinstance(ok, bool):
+            raise HealthMisuse(f"Health.ok must be a bool, got {ok!r}")
+        if is_critical and ok:
+            raise HealthMisuse("a critical verdict cannot be healthy")
+        object.__setattr__(self, "ok", ok)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "is_critical", is_critical)
 
     @classmethod
     def healthy(cls) -> Health:
@@ -182,6 +203,8 @@ def evaluate(checks: Iterable[HealthCheck], backfill: Backfill) -> Health:
         name = getattr(check, "__name__", type(check).__name__)
         try:
             verdict = Health.coerce(check(backfill), name)
+        except HealthMisuse:
+            raise  # a mistake in the check's code: fail the run and say so
         except Exception as exc:
             # A check that cannot answer (its database connection dropped, say) means "not
             # now", not "fail the run": the wait is visible with this reason, and the next

@@ -278,3 +278,14 @@ def test_vendor_sql_lives_in_the_db_package_and_run_rows_are_written_by_the_ledg
         if not relative.startswith(("engine/ledger/", "migrations/")) and run_write.search(text):
             offenders.append(f"{relative}: writes the run table")
     assert offenders == []
+
+
+def test_a_check_that_builds_health_the_old_way_fails_loudly_instead_of_throttling() -> None:
+    from backfills.throttle import HealthMisuse, evaluate
+
+    def old_style(backfill: Any) -> Health:
+        return Health(False, "on-call says stop", critical=True)  # type: ignore[call-arg]
+
+    with pytest.raises(HealthMisuse, match=r"Health\.critical\(reason\)"):
+        evaluate([old_style], backfill=None)  # type: ignore[arg-type]
+    assert evaluate([lambda backfill: Health.critical("stop")], None).is_critical  # type: ignore[arg-type]

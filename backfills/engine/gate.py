@@ -120,6 +120,11 @@ class StopGate:
         self.reason: str | None = None
         self.signum: int | None = None
 
+    def start(self) -> None:
+        """The loop begins: the next poll is an interval away, health is asked at once."""
+        self.poll_ticker.reset()
+        self.health_ticker.next = float("-inf")
+
     def request_stop(self, reason: str, signum: int | None = None) -> None:
         """Stop after the chunk in progress commits (safe to call from a signal handler)."""
         if self.reason is None:

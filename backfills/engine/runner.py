@@ -141,6 +141,7 @@ class Runner:
             hooks=self,
         )
         self.lease: Lease | None = None
+        self.settings_version = 0
         #: Chunks written from a prefetched read, over this runner's runs.
         self.prefetched_chunks = 0
 
@@ -166,6 +167,7 @@ class Runner:
             resumed_run_settings(run, self.backfill_cls, self.options, self.settings),
             force=self.options.force,
         )
+        self.settings_version = run.settings_version  # the settings the sizer follows
         self._configure_sizer(run.last_chunk_size)
         self._emit(RunStarted, resumed=resumed, took_over=lease.took_over)
         logger.info(
@@ -220,6 +222,7 @@ class Runner:
             prefetcher=prefetcher,
         )
         step.stopping = lambda: self.gate.stopping
+        self.gate.start()
         cursor, horizon = step.load_pk(run.cursor), step.load_pk(run.horizon)
         chunks_here = rows_here = 0
         while True:
@@ -279,7 +282,8 @@ class Runner:
         """Pick up pause/cancel requests and `backfill set` changes made from any host."""
         assert self.lease is not None
         control = self.lease.poll()
-        if control.settings_version != self.lease.run.settings_version:
+        if control.settings_version != self.settings_version:
+            self.settings_version = control.settings_version
             changes = self.lease.apply_settings(control)
             self._configure_sizer(self.sizer.size)
             logger.info("backfill %s settings changed: %s", self.lease.run.label, changes)
