@@ -27,6 +27,16 @@ if TYPE_CHECKING:
 UNORDERABLE_PK_TYPES = frozenset({"JSONField", "BinaryField"})
 
 
+@dataclasses.dataclass
+class PreparedChunk:
+    """What ``prepare_window`` gives the runner (``RowBackfill``: the transformed rows and,
+    when the backfill writes with the default ``write_rows()``, the statements that write them;
+    None: ``write_prepared`` calls ``write_rows``)."""
+
+    rows: list[Any]
+    statements: list[Statement] | None = None
+
+
 class Backfill:
     """A data change applied to a table in small, checkpointed, primary-key ordered chunks.
 
@@ -216,11 +226,11 @@ class Backfill:
         that direction (False here: a plain Backfill's ``process_chunk`` reads and writes)."""
         return False
 
-    def prepare_window(self, queryset: models.QuerySet[Any]) -> Any:
+    def prepare_window(self, queryset: models.QuerySet[Any]) -> PreparedChunk:
         """The read-only half of ``run_window``: load and compute, write nothing."""
         raise NotImplementedError(f"{type(self).__name__} cannot prefetch.")
 
-    def write_prepared(self, prepared: Any) -> int:
+    def write_prepared(self, prepared: PreparedChunk) -> int:
         """The writing half of ``run_window``, given what ``prepare_window`` returned;
         returns the rows processed. Runs inside the chunk's transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot prefetch.")
@@ -282,16 +292,6 @@ def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
         # setdefault: a prefetch worker may get here at the same time; one type wins.
         return _ROW_TYPES.setdefault(key, made)
     return _ROW_TYPES[key]
-
-
-@dataclasses.dataclass
-class PreparedChunk:
-    """What ``RowBackfill.prepare_window`` gives the runner: the transformed rows and, when the
-    backfill writes with the default ``write_rows()``, the statements that write them (None:
-    ``write_prepared`` calls ``write_rows``)."""
-
-    rows: list[Any]
-    statements: list[Statement] | None = None
 
 
 def is_record(row: Any) -> bool:

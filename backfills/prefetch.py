@@ -23,20 +23,24 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
-from .base import Backfill
+from .base import Backfill, PreparedChunk
 from .chunking import Window, next_window
 from .db import vendor_for
+
+if TYPE_CHECKING:
+    from .conf import Settings
 
 logger = logging.getLogger("backfills")
 
 # (the window or None at the end of the walk, what prepare_window returned, when it was ready)
-Prefetched = tuple[Window | None, Any, float]
+Prefetched = tuple[Window | None, PreparedChunk | None, float]
 
 
 def prefetch_unavailable(backfill: Backfill, using: str) -> str | None:
@@ -90,7 +94,7 @@ class Prefetcher:
         self._pending = (cursor, size, future)
         self._jobs.put((cursor, horizon, size, future))
 
-    def take(self, cursor: Any, max_size: int) -> tuple[Window, Any] | None:
+    def take(self, cursor: Any, max_size: int) -> tuple[Window, PreparedChunk | None] | None:
         """The prepared window after *cursor* with its rows, waiting for the worker if it is
         still at it; None when there is none to use (the caller does the chunk itself)."""
         pending, self._pending = self._pending, None
@@ -151,3 +155,30 @@ class Prefetcher:
             queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
             prepared = backfill.prepare_window(queryset)
         return window, prepared, time.monotonic()
+
+
+@contextmanager
+def reading_ahead(
+    backfill: Backfill, settings: Settings, *, label: str
+) -> Iterator[Prefetcher | None]:
+    """A read-ahead worker for the duration of a run's loop, when the backfill asks for one
+    and can have it (None otherwise; the reason is logged)."""
+    from .engine.preconditions import apply_chunk_timeouts
+
+    why_not = prefetch_unavailable(backfill, backfill.using)
+    if why_not is not None:
+        if type(backfill).prefetch:
+            logger.info("backfill %s does not prefetch: %s", label, why_not)
+        yield None
+        return
+    prefetcher = Prefetcher(
+        backfill,
+        backfill.using,
+        max_age=settings.prefetch_max_age,
+        prepare_connection=lambda connection: apply_chunk_timeouts(connection, settings),
+    )
+    logger.info("backfill %s reads each next chunk ahead on a second connection", label)
+    try:
+        yield prefetcher
+    finally:
+        prefetcher.close()

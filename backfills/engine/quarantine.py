@@ -17,7 +17,7 @@ from ..transient import is_transient
 from .ledger import error_fields
 
 if TYPE_CHECKING:
-    from ..base import Backfill
+    from ..base import Backfill, PreparedChunk
     from ..conf import Settings
 
 logger = logging.getLogger("backfills")
@@ -39,7 +39,9 @@ class Isolator:
         self.run = run
         self.using = backfill.using
 
-    def process(self, queryset: QuerySet[Any], prepared: Any = None) -> tuple[int, int]:
+    def process(
+        self, queryset: QuerySet[Any], prepared: PreparedChunk | None = None
+    ) -> tuple[int, int]:
         """(processed, quarantined) for the chunk; halves are read and processed again here,
         whether or not the chunk was prefetched."""
         try:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import signal
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from ..exceptions import (
 )
 from ..models import BackfillRun
 from ..parameters import check_given
-from ..prefetch import Prefetcher, prefetch_unavailable
+from ..prefetch import Prefetcher, reading_ahead
 from ..signals import signal_listener
 from ..sizing import ChunkSizer
 from ..snapshot import RunSnapshot
@@ -178,8 +177,11 @@ class Runner:
             self.using,
         )
         try:
-            with self._prefetching() as prefetcher:
-                return self._walk(lease, prefetcher)
+            with reading_ahead(self.backfill, self.settings, label=run.label) as prefetcher:
+                try:
+                    return self._walk(lease, prefetcher)
+                finally:
+                    self.prefetched_chunks += prefetcher.used if prefetcher else 0
         except Abort as exc:
             # Second signal: the open chunk rolled back as the exception left atomic().
             reason = f"aborted by {_signal_name(exc.signum)}; the open chunk was rolled back"
@@ -334,31 +336,6 @@ class Runner:
             max_size=int(self.backfill_cls.max_batch_size or self.settings.max_batch_size),
             growth=self.settings.batch_growth,
         )
-
-    @contextmanager
-    def _prefetching(self) -> Iterator[Prefetcher | None]:
-        """The read-ahead worker while the loop runs, when the backfill asks for one."""
-        assert self.lease is not None
-        label = self.lease.run.label
-        why_not = prefetch_unavailable(self.backfill, self.using)
-        if why_not is not None:
-            if self.backfill_cls.prefetch:
-                logger.info("backfill %s does not prefetch: %s", label, why_not)
-            yield None
-            return
-        settings = self.settings
-        prefetcher = Prefetcher(
-            self.backfill,
-            self.using,
-            max_age=settings.prefetch_max_age,
-            prepare_connection=lambda connection: apply_chunk_timeouts(connection, settings),
-        )
-        logger.info("backfill %s reads each next chunk ahead on a second connection", label)
-        try:
-            yield prefetcher
-        finally:
-            self.prefetched_chunks += prefetcher.used
-            prefetcher.close()
 
     def _retrying(self, retry: Retry, exc: BaseException) -> None:
         self._emit(

@@ -20,7 +20,7 @@ from .retry import Retry, RetryPolicy
 if TYPE_CHECKING:
     from django.db import models
 
-    from ..base import Backfill
+    from ..base import Backfill, PreparedChunk
     from ..conf import Settings
     from ..prefetch import Prefetcher
     from .ledger import Lease
@@ -120,7 +120,7 @@ class ChunkStep:
         if following > 0:
             self.prefetcher.submit(window.upper, horizon, min(self.sizer.size, following))
 
-    def _commit(self, window: Window, prepared: Any, started: float) -> StepResult:
+    def _commit(self, window: Window, prepared: PreparedChunk | None, started: float) -> StepResult:
         """Process *window* (from the rows *prepared* ahead, if given) and commit it with the
         checkpoint."""
         cursor = self.dump_pk(window.upper)
