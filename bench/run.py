@@ -40,6 +40,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.db.models import F, Value  # noqa: E402
 from django.db.models.functions import Lower, Replace  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from django.utils.text import slugify  # noqa: E402
 
 from backfills import Backfill, RowBackfill, UpdateBackfill  # noqa: E402
@@ -302,11 +303,11 @@ class TimedLease(Lease):
 
     skip = False
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> None:
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        if not self.skip:
-            super().checkpoint(*args, **kwargs)
+        at = timezone.now() if self.skip else super().checkpoint(*args, **kwargs)
         CHECKPOINT_SECONDS[-1] += time.perf_counter() - started
+        return at
 
 
 class SkippedLease(TimedLease):

@@ -65,7 +65,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="Take over the run even if its owner's lease has not expired yet.",
+        help="Take over the run from an owner you know is gone although its lease has not "
+        "expired yet (never from a live process on this host).",
     )
     parser.add_argument(
         "--progress",

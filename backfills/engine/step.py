@@ -138,8 +138,8 @@ class ChunkStep:
                 processed, failed = self.backfill.run_window(queryset), 0
             # The checkpoint records the time up to its own write.
             seconds = time.perf_counter() - started
-            self.lease.checkpoint(window, cursor, processed, failed, seconds)
-        self.lease.checkpointed(window, cursor, processed, failed, seconds)
+            at = self.lease.checkpoint(window, cursor, processed, failed, seconds)
+        self.lease.checkpointed(window, cursor, processed, failed, seconds, at)
         # Sizing and the display also count the commit, which is part of what a chunk costs.
         return StepResult(window, processed, failed, time.perf_counter() - started)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +54,10 @@ class Lease:
 
     def checkpoint(
         self, window: Window, cursor: str, processed: int, failed: int, seconds: float
-    ) -> None:
-        """Record a chunk inside its transaction; raise ``LeaseLost`` (rolling the chunk back
-        as it leaves ``atomic()``) if another process took the run over.
+    ) -> dt.datetime:
+        """Record a chunk inside its transaction and return the time it wrote; raise
+        ``LeaseLost`` (rolling the chunk back as it leaves ``atomic()``) if another process
+        took the run over.
 
         One statement whose SQL is built once per lease (the columns come in the same order
         every chunk): building the ORM's ``update()`` with its F() expressions took about
@@ -96,9 +98,16 @@ class Lease:
                 f"Run #{self.run.pk} of {self.run.label} was taken over by another process; "
                 "this process stopped without committing its open chunk."
             )
+        return now
 
     def checkpointed(
-        self, window: Window, cursor: str, processed: int, failed: int, seconds: float
+        self,
+        window: Window,
+        cursor: str,
+        processed: int,
+        failed: int,
+        seconds: float,
+        at: dt.datetime,
     ) -> None:
         """Bring the in-memory run up to the checkpoint that just committed."""
         run = self.run
@@ -110,7 +119,7 @@ class Lease:
         run.cursor = cursor
         run.last_chunk_size = window.size
         run.last_chunk_seconds = seconds
-        run.heartbeat_at = run.updated_at = timezone.now()
+        run.heartbeat_at = run.updated_at = at
 
     def read_back(self) -> dict[str, Any] | None:
         """The checkpoint as committed, if a chunk committed since the run we hold (an error
