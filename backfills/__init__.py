@@ -25,9 +25,10 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .base import Backfill, RowBackfill, SQLBackfill, UpdateBackfill
+    from .base import Backfill
     from .control import backfill_state, cancel, change_settings, pause, resume, status
     from .engine.runner import Outcome, RunResult, run_backfill
+    from .kinds import RowBackfill, SQLBackfill, UpdateBackfill
     from .parameters import Parameter
     from .registry import register
     from .throttle import Health
@@ -36,10 +37,14 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # Imported lazily so that `backfills` can sit in INSTALLED_APPS before apps are ready
     # (base.py and runner.py import the models).
-    if name in {"Backfill", "RowBackfill", "UpdateBackfill", "SQLBackfill"}:
-        from . import base
+    if name == "Backfill":
+        from .base import Backfill
 
-        return getattr(base, name)
+        return Backfill
+    if name in {"RowBackfill", "UpdateBackfill", "SQLBackfill"}:
+        from . import kinds
+
+        return getattr(kinds, name)
     if name == "Parameter":
         from .parameters import Parameter
 

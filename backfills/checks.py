@@ -15,7 +15,8 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     """backfills.E001: the model cannot be resolved or walked; E002: no process hook;
     E003: a row backfill with ``read_fields`` names (there or in ``fields``) a non-column;
     W002: ``prefetch = True`` on a backfill that cannot read ahead."""
-    from .base import Backfill, RowBackfill
+    from .base import Backfill
+    from .kinds import RowBackfill
 
     messages: list[checks.CheckMessage] = []
     for backfill_cls in registry:
