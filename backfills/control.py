@@ -287,6 +287,15 @@ def active_run(
     return None if run is None else snapshot(run, ledger)
 
 
+def latest_run(
+    name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, reverse: bool = False
+) -> RunSnapshot | None:
+    """The backfill's newest run in one direction (forward by default), finished or not."""
+    ledger = _ledger(using)
+    run = ledger.latest(_class(name).name, reverse)
+    return None if run is None else snapshot(run, ledger)
+
+
 def status(
     names: Sequence[str | type[Backfill]] = (),
     *,

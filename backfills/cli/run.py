@@ -28,7 +28,11 @@ SIGNAL_EXIT_BASE = 128
 #: Exit status when a critical health threshold paused the run (sysexits' EX_TEMPFAIL).
 CRITICAL_EXIT = 75
 #: Closing the terminal (SIGHUP) or `kill` (SIGTERM) pause the run like Ctrl-C does.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = tuple(
+    sig
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+    if sig is not None  # no SIGHUP on Windows
+)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,15 +115,15 @@ class _RunVerb(Subcommand):
         display = self.display(options)
         runner.listeners.append(display)
         live = display if isinstance(display, RichProgress) else nullcontext()
-        with live, self.signals(runner):
-            try:
+        try:  # around the handlers too: a second signal may land as they are restored
+            with live, self.signals(runner):
                 result = runner.run()
-            except Abort as exc:
-                self.stderr.write(
-                    f"Aborted by a second {fmt.signal_name(exc.signum)}: the open chunk was "
-                    "rolled back; the run is paused at its last committed checkpoint."
-                )
-                raise SystemExit(SIGNAL_EXIT_BASE + exc.signum) from None
+        except Abort as exc:
+            self.stderr.write(
+                f"Aborted by a second {fmt.signal_name(exc.signum)}: the open chunk was "
+                "rolled back; the run is paused at its last committed checkpoint."
+            )
+            raise SystemExit(SIGNAL_EXIT_BASE + exc.signum) from None
         if result.outcome is Outcome.ALREADY_COMPLETED:
             run = result.run
             self.write(

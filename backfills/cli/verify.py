@@ -29,8 +29,10 @@ class VerifyCommand(Subcommand):
         given = given_parameters(backfill_cls, options["param"])
         check_requirements(backfill_cls, self.database)
         state = control.backfill_state(backfill_cls, using=self.database)
+        # The parameters the data was written with: the latest forward run's.
+        forward = control.latest_run(backfill_cls, using=self.database)
         latest = state.run
-        stored = latest.parameters if latest is not None and not given else None
+        stored = forward.parameters if forward is not None and not given else None
         values = (
             from_json(backfill_cls.parameters, stored)
             if stored is not None

@@ -188,8 +188,9 @@ def status_notes(run: RunSnapshot, verbosity: int = 1) -> list[str]:
             )
         else:
             notes.append(f"{head}: owned by {owner}")
-    if run.error_class and run.state == "failed":
-        notes.append(f"{head} failed: {run.last_error}")
+    if run.error_class:  # also when the narrowed table dropped the error column
+        kind = "failed" if run.state == "failed" else "last error"
+        notes.append(f"{head} {kind}: {run.last_error}")
     if run.error_backtrace and verbosity >= 2:
         notes.append(f"{head} traceback:\n{run.error_backtrace}")
     return notes
