@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from django.db import DEFAULT_DB_ALIAS
 
 from . import conf
+from .display import format as fmt
 from .engine.ledger import Ledger
 from .exceptions import BackfillError
 from .models import BackfillRun
@@ -250,9 +251,7 @@ def change_settings(
         raise BackfillError(f"Run #{run.pk} of {run.label} finished before it could change.")
     live = bool(run.owner_token and ledger.owner_alive(run))
     ledger.read(run)
-    described = ", ".join(
-        f"{key}={'adaptive' if value is None else value}" for key, value in changes.items()
-    )
+    described = fmt.settings(changes)
     where = (
         "the running process applies it at its next chunk boundary"
         if live

@@ -248,13 +248,6 @@ class BackfillRun(RunFigures, models.Model):
         return f"{self.label} #{self.pk} ({self.state})"
 
 
-def describe_age(moment: dt.datetime | None) -> str:
-    """``"12s ago"`` (or ``"never"``), for heartbeats in messages."""
-    if moment is None:
-        return "never"
-    return f"{(timezone.now() - moment).total_seconds():.0f}s ago"
-
-
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 

@@ -73,10 +73,10 @@ class RunSnapshot(RunFigures):
     @classmethod
     def of(cls, run: BackfillRun, *, interrupted: bool = False) -> RunSnapshot:
         """A copy of *run*'s columns now."""
-        values = {
-            field.name: getattr(run, field.name)
-            for field in dataclasses.fields(cls)
-            if field.name != "interrupted"
-        }
+        values = {name: getattr(run, name) for name in _COPIED}
         values["parameters"] = dict(run.parameters or {})
         return cls(**values, interrupted=interrupted)
+
+
+#: The columns ``RunSnapshot.of`` copies, listed once (it runs for every event of a run).
+_COPIED = tuple(f.name for f in dataclasses.fields(RunSnapshot) if f.name != "interrupted")

@@ -94,10 +94,10 @@ class MySQL(Vendor):
         # follow as one table value constructor, `VALUES (...), (...)`, elsewhere as one
         # SELECT each. Each SELECT is a query block of its own for the server to parse and
         # plan: at 5,000 rows a statement the UNION of SELECTs took 1.7x as long as VALUES
-        # (MariaDB 10.11 on the test machine), and a row backfill ran 11% faster with VALUES
-        # (median of 3 interleaved pairs). JSON_TABLE over one JSON parameter was faster still
-        # on a bare table but no faster than VALUES in the row backfill, where the unique
-        # index being written dominates: not worth its type mapping.
+        # (MariaDB 10.11 on the test machine), and a row backfill ran 15% faster with VALUES
+        # (median of 3 interleaved pairs). JSON_TABLE over one JSON parameter was 1.2-1.5x
+        # faster still on a bare table but no faster than VALUES in the row backfill, where
+        # the unique index being written dominates: not worth its type mapping.
         first = "SELECT " + ", ".join(f"%s AS {name}" for name in names)
         placeholders = ", ".join(["%s"] * len(names))
         rest = len(values) - 1

@@ -10,7 +10,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from ..models import RunFigures, describe_age
+from ..display import format as fmt
+from ..models import RunFigures
 
 
 @dataclass(frozen=True)
@@ -34,24 +35,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _pid_here(run: RunFigures) -> int | None:
+    """The owner's pid when the owner is a process on this host, else None."""
+    if run.owner_token and run.owner_pid and run.owner_host == socket.gethostname():
+        return run.owner_pid
+    return None
+
+
 def owner_pid_alive_here(run: RunFigures) -> bool:
     """Whether *run*'s owner is a process on this host that still exists."""
-    return bool(
-        run.owner_token
-        and run.owner_host == socket.gethostname()
-        and run.owner_pid
-        and pid_alive(run.owner_pid)
-    )
+    pid = _pid_here(run)
+    return pid is not None and pid_alive(pid)
 
 
 def owner_gone_here(run: RunFigures) -> bool:
     """Whether *run*'s owner was on this host and its pid no longer exists."""
-    return bool(
-        run.owner_token
-        and run.owner_host == socket.gethostname()
-        and run.owner_pid
-        and not pid_alive(run.owner_pid)
-    )
+    pid = _pid_here(run)
+    return pid is not None and not pid_alive(pid)
 
 
 def owner_alive(run: RunFigures, lease_seconds: float) -> bool:
@@ -72,5 +72,5 @@ def describe_owner(run: RunFigures) -> str:
     since = timezone.localtime(owned_since).isoformat(timespec="seconds") if owned_since else "?"
     return (
         f"host {run.owner_host}, pid {run.owner_pid}, since {since} (last heartbeat "
-        f"{describe_age(run.heartbeat_at)})"
+        f"{fmt.age(run.heartbeat_at)})"
     )

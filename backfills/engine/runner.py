@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from .. import conf
 from ..db import vendor_for
+from ..display import format as fmt
 from ..events import (
     ChunkCommitted,
     Event,
@@ -140,7 +140,6 @@ class Runner:
             hooks=self,
         )
         self.lease: Lease | None = None
-        self.settings_version = 0
         #: Chunks written from a prefetched read, over this runner's runs.
         self.prefetched_chunks = 0
 
@@ -166,7 +165,6 @@ class Runner:
             resumed_run_settings(run, self.backfill_cls, self.options, self.settings),
             force=self.options.force,
         )
-        self.settings_version = run.settings_version  # the settings the sizer follows
         self._configure_sizer(run.last_chunk_size)
         self._emit(RunStarted, resumed=resumed, took_over=lease.took_over)
         logger.info(
@@ -184,7 +182,7 @@ class Runner:
                     self.prefetched_chunks += prefetcher.used if prefetcher else 0
         except Abort as exc:
             # Second signal: the open chunk rolled back as the exception left atomic().
-            reason = f"aborted by {_signal_name(exc.signum)}; the open chunk was rolled back"
+            reason = f"aborted by {fmt.signal_name(exc.signum)}; the open chunk was rolled back"
             lease.stop(State.PAUSED, reason, after_abort=True)
             self._emit(RunPaused, reason=reason)
             raise
@@ -284,8 +282,7 @@ class Runner:
         """Pick up pause/cancel requests and `backfill set` changes made from any host."""
         assert self.lease is not None
         control = self.lease.poll()
-        if control.settings_version != self.settings_version:
-            self.settings_version = control.settings_version
+        if control.settings_version != self.lease.run.settings_version:
             changes = self.lease.apply_settings(control)
             self._configure_sizer(self.sizer.size)
             logger.info("backfill %s settings changed: %s", self.lease.run.label, changes)
@@ -357,13 +354,6 @@ class Runner:
         event = kind(run=RunSnapshot.of(self.lease.run), **details)
         for listener in self.listeners:
             listener(event)
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 def run_backfill(

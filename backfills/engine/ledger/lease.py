@@ -134,8 +134,9 @@ class Lease:
         return dict(row)
 
     def adopt(self) -> None:
-        """Take the figures of a checkpoint found by ``read_back`` as ours."""
-        self.ledger.read(self.run)
+        """Take the figures of a checkpoint found by ``read_back`` as ours (those columns
+        only: settings another process changed meanwhile are for ``poll`` to pick up)."""
+        self.run.refresh_from_db(using=self.using, fields=[*self.ADDED, *self.ASSIGNED])
 
     def heartbeat(self) -> None:
         """Tell other processes we are alive (between chunks, while sleeping or throttled)."""
