@@ -8,6 +8,7 @@ of them need work, and the cost of a chunk does not grow with the table.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,3 +94,90 @@ def estimate_total(
         if estimate is not None and estimate > estimate_above:
             return estimate, False
     return count_range(model, using, None, horizon), True
+
+
+# -- partitions of a parallel run --------------------------------------------------------------
+
+#: A partition's key range: (exclusive lower bound or None for "from the first row", inclusive
+#: upper bound).
+KeyRange = tuple[Any, Any]
+
+
+def _as_number(field: models.Field[Any, Any], value: Any) -> int | None:
+    """*value* as an integer on a line where keys sort as numbers (integer keys, UUIDs), or
+    None when the key's type has no such line (strings, dates...)."""
+    if isinstance(field, models.UUIDField):
+        return int(field.to_python(value).int)
+    if isinstance(field, models.IntegerField):
+        return int(value)
+    return None
+
+
+def _from_number(field: models.Field[Any, Any], number: int) -> Any:
+    if isinstance(field, models.UUIDField):
+        return uuid.UUID(int=number)
+    return number
+
+
+def plan_partitions(
+    model: type[models.Model], using: str, horizon: Any, count: int, total: int
+) -> list[KeyRange]:
+    """Split the keys up to *horizon* into about *count* ranges, without scanning the table.
+
+    Integer and UUID keys are split arithmetically between the first key and the horizon (two
+    index lookups): gaps make some ranges lighter, which the workers even out by splitting a
+    straggler's remainder (``split_point``). Other keys (strings, dates) are stepped through
+    on the primary key index, every ``total / count`` keys: an index-only walk, no row reads.
+    """
+    if horizon is None or count < 1:
+        return []
+    field = pk_target(model._meta.pk)
+    first = table_queryset(model, using).order_by("pk").values_list("pk", flat=True).first()
+    if first is None:
+        return []
+    low, high = _as_number(field, first), _as_number(field, horizon)
+    bounds: list[Any] = []
+    if low is not None and high is not None:
+        low -= 1  # exclusive
+        last = low
+        for i in range(1, count):
+            bound = low + (high - low) * i // count
+            if last < bound < high:
+                bounds.append(_from_number(field, bound))
+                last = bound
+    else:
+        step = max(1, -(-total // count))
+        cursor = None
+        for _ in range(count - 1):
+            window = next_window(model, using, cursor, horizon, step)
+            if window is None or window.size < step:
+                break
+            bounds.append(window.upper)
+            cursor = window.upper
+    uppers = [b for b in bounds if b != horizon] + [horizon]
+    lowers: list[Any] = [None, *uppers[:-1]]
+    return list(zip(lowers, uppers, strict=True))
+
+
+def split_point(model: type[models.Model], using: str, cursor: Any, upper: Any) -> Any:
+    """A key halfway through the keys in ``(cursor, upper]``, or None when that range is
+    too small to split. Arithmetic for integer and UUID keys; a count and one bounded step on
+    the index otherwise."""
+    field = pk_target(model._meta.pk)
+    if cursor is None:
+        first = table_queryset(model, using).order_by("pk").values_list("pk", flat=True).first()
+        if first is None:
+            return None
+        low = _as_number(field, first)
+        low = None if low is None else low - 1
+    else:
+        low = _as_number(field, cursor)
+    high = _as_number(field, upper)
+    if low is not None and high is not None:
+        middle = (low + high) // 2
+        return _from_number(field, middle) if low < middle < high else None
+    remaining = count_range(model, using, cursor, upper)
+    if remaining < 2:
+        return None
+    window = next_window(model, using, cursor, upper, remaining // 2)
+    return None if window is None or window.upper == upper else window.upper

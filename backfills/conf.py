@@ -60,6 +60,13 @@ DEFAULTS: dict[str, Any] = {
     "ESTIMATE_ABOVE": 1_000_000,
     # Seconds between plain progress lines when stdout is not a terminal.
     "PROGRESS_INTERVAL": 5.0,
+    # Parallel runs handed to a job system (`run --workers N --enqueue`): "django" (Django's
+    # task framework, or the django-tasks backport on Django 5.2) or "celery"; the queue's
+    # name (None: the backend's default); and how long one task drains partitions before it
+    # hands its partition back and enqueues itself again.
+    "TASK_BACKEND": "django",
+    "TASK_QUEUE": None,
+    "TASK_MAX_SECONDS": 300.0,
 }
 
 
@@ -103,6 +110,9 @@ class Settings:
     prefetch_max_age: float
     estimate_above: int
     progress_interval: float
+    task_backend: str
+    task_queue: str | None
+    task_max_seconds: float
 
 
 def _typed(name: str, value: Any) -> Any:

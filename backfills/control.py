@@ -22,7 +22,7 @@ from django.db import DEFAULT_DB_ALIAS
 
 from . import conf
 from .display import format as fmt
-from .engine.ledger import Ledger
+from .engine.ledger import Ledger, Partitions
 from .exceptions import BackfillError
 from .models import BackfillRun
 from .snapshot import RunSnapshot
@@ -36,7 +36,7 @@ State = BackfillRun.State
 
 #: What a control call did: asked the live owner, changed the run itself, found nothing to
 #: change, or took back a pending pause request.
-Action = Literal["requested", "applied", "unchanged", "withdrawn"]
+Action = Literal["requested", "applied", "unchanged", "withdrawn", "resumed"]
 
 
 class NoActiveRun(BackfillError):
@@ -79,7 +79,10 @@ def _ledger(using: str) -> Ledger:
 def snapshot(run: BackfillRun, ledger: Ledger) -> RunSnapshot:
     """*run* as people should see it: ``interrupted`` when it reads running but its owner is
     gone (its pid no longer exists on this host, or its heartbeat is past the lease)."""
-    interrupted = run.state == State.RUNNING and not ledger.owner_alive(run)
+    if run.parallel:
+        interrupted = run.state == State.RUNNING and not Partitions(ledger).live_workers(run)
+    else:
+        interrupted = run.state == State.RUNNING and not ledger.owner_alive(run)
     return RunSnapshot.of(run, interrupted=interrupted)
 
 
@@ -202,7 +205,24 @@ def resume(
     withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse)
     if withdrawn is not None:
         return withdrawn
-    _active(backfill_cls.name, _ledger(using), reverse, "resume")
+    ledger = _ledger(using)
+    run = _active(backfill_cls.name, ledger, reverse, "resume")
+    if run.parallel:
+        from .engine.parallel import start_parallel
+        from .engine.runner import RunOptions
+
+        opened = start_parallel(
+            backfill_cls,
+            workers=run.workers or 1,
+            using=using,
+            options=RunOptions(reverse=reverse, **options),  # type: ignore[arg-type]
+        )
+        return ControlResult(
+            snapshot(opened.run, ledger),
+            "unchanged" if opened.how == "joined" else "resumed",
+            f"Run #{run.pk} of {run.label} is running again: its workers (`backfill worker`, "
+            f"tasks, or `backfill run {run.name} --workers N`) claim its partitions.",
+        )
     return run_backfill(
         backfill_cls,
         using=using,

@@ -50,6 +50,13 @@ class RunFigures:
     status_reason: str
     error_class: str
     error_message: str
+    workers: int | None
+    max_workers: int | None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the run is split into partitions walked by several workers."""
+        return self.workers is not None
 
     @property
     def label(self) -> str:
@@ -77,10 +84,16 @@ class RunFigures:
 
     @property
     def rate(self) -> float | None:
-        """Rows walked per second of working time."""
-        if self.time_running <= 0 or not self.rows_scanned:
+        """Rows walked per second of working time; for a parallel run, of wall time since it
+        started (its ``time_running`` adds up the seconds of every worker)."""
+        if not self.rows_scanned:
             return None
-        return self.rows_scanned / self.time_running
+        if self.parallel:
+            elapsed = self.elapsed
+            seconds = elapsed.total_seconds() if elapsed is not None else 0.0
+        else:
+            seconds = self.time_running
+        return self.rows_scanned / seconds if seconds > 0 else None
 
     @property
     def eta_seconds(self) -> float | None:
@@ -155,6 +168,8 @@ class RunFigures:
                 if self.error_class
                 else None
             ),
+            "workers": self.workers,
+            "max_workers": self.max_workers,
         }
 
 
@@ -239,6 +254,16 @@ class BackfillRun(RunFigures, models.Model):
     error_message = models.TextField(blank=True, default="")
     error_backtrace = models.TextField(blank=True, default="")
 
+    # A parallel run (``run --workers N``) has no owner of its own: its partitions
+    # (BackfillPartition) are claimed by workers, and its counters are the partitions' sums,
+    # rolled up by the workers. ``workers`` is the number asked for (None: a serial run);
+    # ``max_workers`` caps how many partitions are leased at once (None: no cap).
+    workers = models.IntegerField(null=True, blank=True)
+    max_workers = models.IntegerField(null=True, blank=True)
+    # The shared health verdict: one worker asks the checks per interval, the others read it.
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_verdict = models.TextField(blank=True, default="")
+
     class Meta:
         ordering = ["-id"]
         get_latest_by = "id"
@@ -250,6 +275,89 @@ class BackfillRun(RunFigures, models.Model):
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+class BackfillPartition(models.Model):
+    """A primary-key range ``lower < pk <= upper`` of a parallel run, walked by one worker at
+    a time.
+
+    Like a serial run, a partition's chunk commits together with its checkpoint (``cursor`` and
+    the counters), and that UPDATE is conditional on ``generation``: every claim increments
+    it, so a worker that lost its lease (paused by the OS, cut off from the database) cannot
+    commit a chunk its successor will also do.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # nobody works on it (never claimed, or released)
+        RUNNING = "running"  # leased: owner_* and heartbeat_at say by whom
+        DONE = "done"  # walked up to ``upper``
+
+    run = models.ForeignKey(BackfillRun, on_delete=models.CASCADE, related_name="partitions")
+    number = models.IntegerField()
+    # Exclusive lower bound (None: from the first row) and inclusive upper bound, as text.
+    lower = models.TextField(null=True, blank=True)
+    upper = models.TextField()
+    cursor = models.TextField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # The fencing token: incremented by every claim.
+    generation = models.IntegerField(default=0)
+    owner_token = models.CharField(max_length=64, null=True, blank=True)
+    owner_host = models.CharField(max_length=255, blank=True, default="")
+    owner_pid = models.IntegerField(null=True, blank=True)
+    owned_since = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Asked by an idle worker: the owner hands the far half of its remainder back as a new
+    # partition at its next chunk boundary.
+    split_requested = models.BooleanField(default=False)
+
+    rows_scanned = models.BigIntegerField(default=0)
+    rows_processed = models.BigIntegerField(default=0)
+    rows_failed = models.BigIntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    time_running = models.FloatField(default=0.0)
+    last_chunk_size = models.IntegerField(null=True, blank=True)
+    last_chunk_seconds = models.FloatField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="backfills_partition_number")
+        ]
+        indexes = [models.Index(fields=["run", "state"], name="backfills_partition_state")]
+
+    def __str__(self) -> str:
+        return f"partition {self.number} of run #{self.run_id} ({self.state})"
+
+    @property
+    def rate(self) -> float | None:
+        """Rows walked per second of this partition's working time."""
+        if self.time_running <= 0 or not self.rows_scanned:
+            return None
+        return self.rows_scanned / self.time_running
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description, part of ``backfill status --json``."""
+        return {
+            "number": self.number,
+            "state": self.state,
+            "lower": self.lower,
+            "upper": self.upper,
+            "cursor": self.cursor,
+            "generation": self.generation,
+            "owner": (
+                {"host": self.owner_host, "pid": self.owner_pid} if self.owner_token else None
+            ),
+            "heartbeat_at": _iso(self.heartbeat_at),
+            "rows_scanned": self.rows_scanned,
+            "rows_processed": self.rows_processed,
+            "rows_failed": self.rows_failed,
+            "chunks": self.chunks_done,
+            "rate": None if self.rate is None else round(self.rate, 1),
+            "split_requested": self.split_requested,
+        }
 
 
 class QuarantinedRow(models.Model):

@@ -14,12 +14,14 @@ from .quarantine import ErrorsCommand, RetryFailedCommand
 from .run import ResumeCommand, RunCommand
 from .status import StatusCommand
 from .verify import VerifyCommand
+from .worker import WorkerCommand
 
 #: Every verb, in the order ``backfill --help`` lists them.
 SUBCOMMANDS: tuple[type[Subcommand], ...] = (
     ListCommand,
     RunCommand,
     ResumeCommand,
+    WorkerCommand,
     VerifyCommand,
     StatusCommand,
     ErrorsCommand,

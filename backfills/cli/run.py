@@ -83,6 +83,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=seconds(allow_zero=True),
         help="Seconds between plain progress lines (default: PROGRESS_INTERVAL setting).",
     )
+    from .worker import add_parallel_arguments
+
+    add_parallel_arguments(parser)
 
 
 class _RunVerb(Subcommand):
@@ -95,24 +98,27 @@ class _RunVerb(Subcommand):
         parameters: dict[str, str],
         restart: bool,
     ) -> None:
-        runner = Runner(
-            backfill_cls,
-            using=self.database,
-            options=RunOptions(
-                batch_size=options.get("batch_size"),
-                target_chunk_time=options.get("target_chunk_time"),
-                pause_file=options.get("pause_file"),
-                exact_count=options.get("exact_count", False),
-                sleep=options.get("sleep"),
-                max_chunks=options.get("max_chunks"),
-                limit=options.get("limit"),
-                restart=restart,
-                force=options.get("force", False),
-                reverse=options.get("reverse", False),
-                parameters=parameters,
-            ),
+        run_options = RunOptions(
+            batch_size=options.get("batch_size"),
+            target_chunk_time=options.get("target_chunk_time"),
+            pause_file=options.get("pause_file"),
+            exact_count=options.get("exact_count", False),
+            sleep=options.get("sleep"),
+            max_chunks=options.get("max_chunks"),
+            limit=options.get("limit"),
+            restart=restart,
+            force=options.get("force", False),
+            reverse=options.get("reverse", False),
+            parameters=parameters,
         )
         display = self.display(options)
+        workers = self.parallel_workers(backfill_cls, options, restart)
+        if workers is not None:
+            from .worker import run_parallel
+
+            run_parallel(self, backfill_cls, {**options, "workers": workers}, run_options, display)
+            return
+        runner = Runner(backfill_cls, using=self.database, options=run_options)
         runner.listeners.append(display)
         live = display if isinstance(display, RichProgress) else nullcontext()
         try:  # around the handlers too: a second signal may land as they are restored
@@ -136,6 +142,20 @@ class _RunVerb(Subcommand):
         elif result.critical:
             self.stderr.write(f"Paused on a critical health threshold: {result.reason}")
             raise SystemExit(CRITICAL_EXIT)
+
+    def parallel_workers(
+        self, backfill_cls: type[Backfill], options: dict[str, Any], restart: bool
+    ) -> int | None:
+        """How many workers to run: --workers, or the unfinished run's own number when it is
+        a parallel run; None for a run in this process."""
+        if options.get("workers"):
+            return int(options["workers"])
+        if restart:
+            return None
+        live = control.active_run(
+            backfill_cls, using=self.database, reverse=options.get("reverse", False)
+        )
+        return live.workers if live is not None and live.workers is not None else None
 
     def display(self, options: dict[str, Any]) -> Listener:
         mode = options.get("progress", "auto")

@@ -22,6 +22,8 @@ class Vendor:
     supports_prefetch = False
     #: Whether a chunk's single write lock starves other writers without a gap after it.
     needs_gap_between_chunks = False
+    #: Whether the database has one writer at a time (no point in parallel workers).
+    single_writer = False
     #: Whether ``update_from_values`` writes a chunk's rows in one statement.
     writes_in_one_statement = False
 

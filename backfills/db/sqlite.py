@@ -17,6 +17,7 @@ class SQLite(Vendor):
     # second connection reads ahead. Lock waits are bounded by the connection's `timeout`.
     supports_prefetch = False
     needs_gap_between_chunks = True
+    single_writer = True
     writes_in_one_statement = True
 
     def gap_after_chunk(self, seconds: float, share: float) -> float:

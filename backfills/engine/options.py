@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ..base import Backfill
     from ..conf import Settings
     from ..models import BackfillRun
+    from ..sizing import ChunkSizer
 
 
 @dataclass(frozen=True)
@@ -111,4 +112,25 @@ def resumed_run_settings(
         batch_size=given.batch_size if sized_now else run.batch_size,
         target_chunk_time=given.target_chunk_time if sized_now else run.target_chunk_time,
         sleep=given.sleep if options.sleep is not None else run.sleep,
+    )
+
+
+def configure_sizer(
+    sizer: ChunkSizer,
+    run: BackfillRun,
+    backfill_cls: type[Backfill],
+    settings: Settings,
+    resumed_size: int | None,
+) -> None:
+    """Size chunks as *run*'s settings say: its fixed ``batch_size``, or adaptive toward its
+    ``target_chunk_time`` starting from *resumed_size* (the last chunk's, when resuming)."""
+    adaptive = run.batch_size is None
+    sizer.reconfigure(
+        size=run.batch_size or resumed_size or settings.initial_batch_size,
+        target=(run.target_chunk_time or default_target_chunk_time(backfill_cls, settings))
+        if adaptive
+        else None,
+        min_size=settings.min_batch_size,
+        max_size=int(backfill_cls.max_batch_size or settings.max_batch_size),
+        growth=settings.batch_growth,
     )

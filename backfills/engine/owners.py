@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from django.utils import timezone
 
 from ..display import format as fmt
-from ..models import RunFigures
+
+
+class Owned(Protocol):
+    """What the lease rules read: a run's or a partition's owner columns."""
+
+    @property
+    def owner_token(self) -> str | None: ...
+    @property
+    def owner_host(self) -> str: ...
+    @property
+    def owner_pid(self) -> int | None: ...
+    @property
+    def heartbeat_at(self) -> dt.datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -35,26 +49,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _pid_here(run: RunFigures) -> int | None:
+def _pid_here(run: Owned) -> int | None:
     """The owner's pid when the owner is a process on this host, else None."""
     if run.owner_token and run.owner_pid and run.owner_host == socket.gethostname():
         return run.owner_pid
     return None
 
 
-def owner_pid_alive_here(run: RunFigures) -> bool:
+def owner_pid_alive_here(run: Owned) -> bool:
     """Whether *run*'s owner is a process on this host that still exists."""
     pid = _pid_here(run)
     return pid is not None and pid_alive(pid)
 
 
-def owner_gone_here(run: RunFigures) -> bool:
+def owner_gone_here(run: Owned) -> bool:
     """Whether *run*'s owner was on this host and its pid no longer exists."""
     pid = _pid_here(run)
     return pid is not None and not pid_alive(pid)
 
 
-def owner_alive(run: RunFigures, lease_seconds: float) -> bool:
+def owner_alive(run: Owned, lease_seconds: float) -> bool:
     """Whether a live process holds *run*'s lease, by the rule a claim applies: an owner on
     this host whose pid is gone is dead at once; otherwise the lease holds while the heartbeat
     is younger than *lease_seconds* (a live pid with a stale heartbeat may be stopped, or a
@@ -66,7 +80,7 @@ def owner_alive(run: RunFigures, lease_seconds: float) -> bool:
     return timezone.now() - run.heartbeat_at < timedelta(seconds=lease_seconds)
 
 
-def describe_owner(run: RunFigures) -> str:
+def describe_owner(run: Owned) -> str:
     """``host web-1, pid 4242, since ... (last heartbeat 3s ago)``."""
     owned_since = getattr(run, "owned_since", None)
     since = timezone.localtime(owned_since).isoformat(timespec="seconds") if owned_since else "?"

@@ -39,6 +39,7 @@ from ..exceptions import (
     BackfillFailed,
     CheckFailed,
     LeaseLost,
+    RunNotResumable,
 )
 from ..models import BackfillRun
 from ..parameters import check_given
@@ -50,7 +51,7 @@ from ..throttle import default_checks
 from .gate import HealthGate, Stop, StopGate
 from .ledger import Lease, Ledger
 from .opening import Opening
-from .options import RunOptions, resumed_run_settings
+from .options import RunOptions, configure_sizer, resumed_run_settings
 from .owners import Owner
 from .pacing import interruptible_sleep
 from .preconditions import apply_chunk_timeouts, check_requirements
@@ -159,6 +160,11 @@ class Runner:
             latest = self.ledger.latest(self.name, self.options.reverse)
             assert latest is not None
             return RunResult(RunSnapshot.of(latest), Outcome.ALREADY_COMPLETED, "already completed")
+        if run.parallel:
+            raise RunNotResumable(
+                f"Run #{run.pk} of {run.label} is a parallel run: resume it with `backfill run "
+                f"{run.name} --workers N` or let `backfill worker` processes drain it."
+            )
         self.lease = lease = self.ledger.claim(
             run,
             self.owner,
@@ -317,22 +323,8 @@ class Runner:
     # -- helpers --------------------------------------------------------------------------
 
     def _configure_sizer(self, resumed_size: int | None) -> None:
-        from .options import default_target_chunk_time
-
         assert self.lease is not None
-        run = self.lease.run
-        adaptive = run.batch_size is None
-        self.sizer.reconfigure(
-            size=run.batch_size or resumed_size or self.settings.initial_batch_size,
-            target=(
-                run.target_chunk_time or default_target_chunk_time(self.backfill_cls, self.settings)
-            )
-            if adaptive
-            else None,
-            min_size=self.settings.min_batch_size,
-            max_size=int(self.backfill_cls.max_batch_size or self.settings.max_batch_size),
-            growth=self.settings.batch_growth,
-        )
+        configure_sizer(self.sizer, self.lease.run, self.backfill_cls, self.settings, resumed_size)
 
     def _retrying(self, retry: Retry, exc: BaseException) -> None:
         self._emit(

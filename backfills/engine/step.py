@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..base import Backfill, PreparedChunk
     from ..conf import Settings
     from ..prefetch import Prefetcher
-    from .ledger import Lease
+    from .ledger import ChunkLease
 
 logger = logging.getLogger("backfills")
 
@@ -45,7 +45,7 @@ class ChunkStep:
     def __init__(
         self,
         backfill: Backfill,
-        lease: Lease,
+        lease: ChunkLease,
         settings: Settings,
         sizer: ChunkSizer,
         *,
@@ -101,7 +101,7 @@ class ChunkStep:
                     self.sizer.halve()
                 logger.warning(
                     "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
-                    self.lease.run.label,
+                    self.lease.label,
                     cursor,
                     type(exc).__name__,
                     retry.attempt,
@@ -147,7 +147,7 @@ class ChunkStep:
         """The chunk whose attempt failed, if its transaction did commit: an error reported for
         the COMMIT itself (a connection lost just after sending it) does not mean the server
         rolled it back. Read from the checkpoint, never done twice."""
-        run = self.lease.run
+        run = self.lease.position
         row = self.lease.read_back()
         if row is None:
             return None

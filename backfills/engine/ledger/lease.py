@@ -41,6 +41,15 @@ class Lease:
         self.took_over = took_over
         self._checkpoint_sql: str | None = None
 
+    @property
+    def position(self) -> BackfillRun:
+        """Where the walk is: the run's own cursor and counters."""
+        return self.run
+
+    @property
+    def label(self) -> str:
+        return self.run.label
+
     def _update(self, **fields: Any) -> int:
         return self.ledger.runs.filter(pk=self.run.pk, owner_token=self.owner.token).update(
             **fields

@@ -1,0 +1,395 @@
+"""Workers of parallel runs: claim a partition, walk it, repeat.
+
+A ``Worker`` is a plain loop with no scheduler of its own, so it fits any job system: the
+``backfill worker`` command runs one until signalled, ``run --workers N`` starts N of them as
+processes, and the task-framework and Celery entry points (``backfills.tasks``,
+``backfills.contrib.celery``) run one for a bounded time and enqueue themselves again while
+the run has work left. Every claim and checkpoint lives in the database, so two workers given
+the same work (a task delivered twice) cost time, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from .. import conf
+from ..chunking import split_point
+from ..db import vendor_for
+from ..exceptions import Abort, CheckFailed, LeaseLost
+from ..models import BackfillRun
+from ..parameters import from_json
+from ..sizing import ChunkSizer
+from ..throttle import Health, default_checks, evaluate
+from .gate import HealthGate, Stop, StopGate
+from .ledger import Ledger, PartitionLease, Partitions
+from .options import configure_sizer
+from .owners import Owner
+from .pacing import interruptible_sleep
+from .retry import Retry, RetryPolicy
+from .step import ChunkStep
+
+if TYPE_CHECKING:
+    from ..base import Backfill
+    from ..conf import Settings
+
+logger = logging.getLogger("backfills")
+
+State = BackfillRun.State
+
+#: Why a partition's walk stopped without finishing it: the worker hands it back.
+RELEASE = "release"
+
+
+@dataclass
+class WorkerResult:
+    """What a worker did, and whether the runs it was given still have partitions to walk
+    (a task then enqueues itself again)."""
+
+    partitions_done: int = 0
+    partitions_released: int = 0
+    chunks: int = 0
+    rows: int = 0
+    completed_runs: list[int] = field(default_factory=list)
+    reason: str = ""
+    work_left: bool = False
+
+
+class SharedHealth(HealthGate):
+    """The health checks of one parallel run, asked by one worker per interval; the others
+    read the verdict it recorded on the run row (DESIGN.md invariant 6)."""
+
+    def __init__(
+        self, partitions: Partitions, run: BackfillRun, backfill: Backfill, settings: Settings
+    ) -> None:
+        super().__init__(
+            [*default_checks(), *backfill.get_health_checks()],
+            backfill,
+            max_wait=settings.throttle_max_wait,
+        )
+        self.partitions = partitions
+        self.run = run
+        self.every = settings.health_check_seconds
+
+    def verdict(self) -> Health:
+        if self.partitions.take_health_turn(self.run, self.every):
+            verdict = evaluate(self.checks, self.backfill)
+            text = "" if verdict.ok else verdict.reason
+            if verdict.is_critical:
+                text = f"critical: {text}"
+            self.partitions.record_health(self.run, text)
+            return verdict
+        text = self.partitions.health(self.run)
+        if not text:
+            return Health.healthy()
+        if text.startswith("critical: "):
+            return Health.critical(text.removeprefix("critical: "))
+        return Health.throttle(text)
+
+
+class Worker:
+    """Drains partitions of running parallel runs on *databases* (of *run_ids* only, if
+    given) until stopped, out of time (*max_seconds*), or, with *exit_when_idle*, until no
+    partition of those runs is left to walk or to wait for."""
+
+    def __init__(
+        self,
+        *,
+        databases: Sequence[str] = (DEFAULT_DB_ALIAS,),
+        run_ids: Sequence[int] | None = None,
+        max_seconds: float | None = None,
+        exit_when_idle: bool = False,
+        idle_poll: float = 1.0,
+        report: Callable[[str], None] | None = None,
+        owner: Owner | None = None,
+    ) -> None:
+        self.settings: Settings = conf.snapshot()
+        self.databases = list(databases)
+        self.run_ids = None if run_ids is None else list(run_ids)
+        self.max_seconds = max_seconds
+        self.exit_when_idle = exit_when_idle
+        self.idle_poll = idle_poll
+        self.report = report or (lambda line: None)
+        self.owner = owner or Owner()
+        self.partitions = {
+            alias: Partitions(Ledger(alias, self.settings.lease_seconds))
+            for alias in self.databases
+        }
+        self.stop_reason: str | None = None
+        self.signum: int | None = None
+        self.result = WorkerResult()
+        self._deadline = float("inf")
+
+    # -- public ------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str, signum: int | None = None) -> None:
+        """Hand the partition back after the chunk in progress commits, then return (safe to
+        call from a signal handler)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.signum = signum
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None or time.monotonic() >= self._deadline
+
+    def run(self) -> WorkerResult:
+        """Claim, walk, repeat; see the class docstring for when it returns."""
+        if self.max_seconds is not None:
+            self._deadline = time.monotonic() + self.max_seconds
+        result = self.result
+        while True:
+            if self.stop_reason is not None:
+                result.reason = self.stop_reason
+                break
+            if time.monotonic() >= self._deadline:
+                result.reason = "time budget used"
+                break
+            lease = self._claim()
+            if lease is not None:
+                self._walk(lease)
+                continue
+            self._complete_walked()
+            waiting = [
+                run for p in self.partitions.values() for run in p.unfinished_runs(self.run_ids)
+            ]
+            if not waiting and self.exit_when_idle:
+                result.reason = "no partition left to walk"
+                break
+            if waiting and any(
+                p.request_split(self.run_ids, min_rows=4 * self.settings.min_batch_size)
+                for p in self.partitions.values()
+            ):
+                self.report("asked the worker with the largest remainder to split it")
+            interruptible_sleep(self.idle_poll, stopped=lambda: self.stopping)
+        result.work_left = any(p.unfinished_runs(self.run_ids) for p in self.partitions.values())
+        return result
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _claim(self) -> PartitionLease | None:
+        for partitions in self.partitions.values():
+            lease = partitions.claim(self.owner, self.run_ids)
+            if lease is not None:
+                p = lease.partition
+                self.report(
+                    f"{'took over' if lease.took_over else 'claimed'} partition {p.number} of "
+                    f"{lease.run.label} run #{lease.run.pk}: ({p.cursor or 'start'}, {p.upper}]"
+                )
+                return lease
+        return None
+
+    def _complete_walked(self) -> None:
+        for partitions in self.partitions.values():
+            for run in partitions.walked_runs(self.run_ids):
+                self._complete(partitions, run)
+
+    def _complete(self, partitions: Partitions, run: BackfillRun) -> None:
+        backfill = self._backfill(run, partitions.using)
+        if not run.reverse:
+            problem = backfill.post_check()
+            if problem:
+                partitions.fail(run, CheckFailed(problem))
+                self.report(f"{run.label} run #{run.pk} failed its post_check: {problem}")
+                return
+        if partitions.complete(run):
+            self.result.completed_runs.append(run.pk)
+            self.report(f"{run.label} run #{run.pk} completed: {run.rows_scanned} rows")
+            logger.info("backfill %s run #%s completed", run.label, run.pk)
+
+    # -- one partition -----------------------------------------------------------------------
+
+    def _backfill(self, run: BackfillRun, using: str) -> Backfill:
+        from ..registry import registry
+
+        backfill_cls = registry.get(run.name)
+        backfill = backfill_cls(using=using, reverse=run.reverse)
+        backfill.params = SimpleNamespace(**from_json(backfill_cls.parameters, run.parameters))
+        return backfill
+
+    def _walk(self, lease: PartitionLease) -> None:
+        """Walk *lease*'s partition chunk by chunk until it is done or the worker must stop."""
+        partitions, run, result = lease.partitions, lease.run, self.result
+        backfill = self._backfill(run, lease.using)
+        backfill_cls = type(backfill)
+        sizer = ChunkSizer(size=self.settings.initial_batch_size)
+        configure_sizer(sizer, run, backfill_cls, self.settings, lease.partition.last_chunk_size)
+        step = ChunkStep(
+            backfill,
+            lease,
+            self.settings,
+            sizer,
+            policy=RetryPolicy(
+                self.settings.max_retries,
+                self.settings.retry_base_delay,
+                self.settings.retry_max_delay,
+            ),
+            on_retry=self._retrying,
+        )
+        step.stopping = lambda: self.stopping
+        walk = _Walk(self, lease, backfill_cls, sizer)
+        gate = StopGate(
+            max_chunks=None,
+            limit=None,
+            poll=walk.poll,
+            poll_every=self.settings.control_poll_seconds,
+            health=SharedHealth(partitions, run, backfill, self.settings),
+            health_every=self.settings.health_check_seconds,
+            hooks=walk,
+        )
+        walk.gate = gate
+        gate.start()
+        cursor = step.load_pk(lease.partition.cursor)
+        try:
+            while True:
+                stop = self._own_stop() or gate.check(0, 0)
+                if stop is not None:
+                    self._stop(lease, stop)
+                    return
+                done = step(cursor, step.load_pk(lease.partition.upper), None)
+                if done is None:
+                    lease.finish()
+                    result.partitions_done += 1
+                    partitions.roll_up(run)
+                    self.report(f"partition {lease.partition.number} of run #{run.pk} done")
+                    if not partitions.unfinished_runs([run.pk]):
+                        self._complete(partitions, run)
+                    return
+                cursor = done.window.upper
+                result.chunks += 1
+                result.rows += done.window.size
+                sizer.observe(done.window.size, done.seconds)
+                walk.pace(done.seconds)
+        except LeaseLost as exc:
+            logger.warning("%s", exc)
+            self.report(str(exc))
+        except Abort:
+            lease.release()
+            raise
+        except Exception as exc:
+            partitions.fail(run, exc)
+            lease.release()
+            logger.exception("backfill %s run #%s failed in %s", run.label, run.pk, lease.label)
+            self.report(f"{run.label} run #{run.pk} failed: {type(exc).__name__}: {exc}")
+
+    def _own_stop(self) -> Stop | None:
+        if self.stop_reason is not None:
+            return Stop(RELEASE, self.stop_reason)
+        if time.monotonic() >= self._deadline:
+            return Stop(RELEASE, "time budget used")
+        return None
+
+    def _stop(self, lease: PartitionLease, stop: Stop) -> None:
+        run = lease.run
+        if stop.critical:
+            # A critical health verdict pauses the whole run, as it would a serial one.
+            lease.ledger.stop_unowned(lease.ledger.read(run), State.PAUSED, stop.reason)
+        lease.release()
+        lease.partitions.roll_up(run)
+        self.result.partitions_released += 1
+        self.report(f"released partition {lease.partition.number} of run #{run.pk}: {stop.reason}")
+
+    def _retrying(self, retry: Retry, exc: BaseException) -> None:
+        interruptible_sleep(retry.delay, stopped=lambda: self.stop_reason is not None)
+
+
+class _Walk:
+    """The per-partition hooks of the gate: control polls, splits, health waits, pacing."""
+
+    gate: StopGate
+
+    def __init__(
+        self,
+        worker: Worker,
+        lease: PartitionLease,
+        backfill_cls: type[Backfill],
+        sizer: ChunkSizer,
+    ) -> None:
+        self.worker = worker
+        self.lease = lease
+        self.backfill_cls = backfill_cls
+        self.sizer = sizer
+        self.settings = worker.settings
+
+    def poll(self) -> Stop | None:
+        """The run's state and settings, our split request; roll the run's figures up."""
+        lease, run = self.lease, self.lease.run
+        control = lease.poll()
+        if control.run_state != State.RUNNING:
+            return Stop(RELEASE, f"the run is {control.run_state}")
+        if control.settings_version != run.settings_version:
+            run.batch_size = control.batch_size
+            run.target_chunk_time = control.target_chunk_time
+            run.sleep = control.sleep
+            run.settings_version = control.settings_version
+            configure_sizer(self.sizer, run, self.backfill_cls, self.settings, self.sizer.size)
+        if control.split_requested:
+            partition = lease.partition
+            model = self.backfill_cls.get_model()
+            pk = self.backfill_cls.get_pk_field()
+            from ..chunking import pk_target
+
+            load = pk_target(pk).to_python
+            cursor = None if partition.cursor is None else load(partition.cursor)
+            middle = split_point(model, lease.using, cursor, load(partition.upper))
+            new = lease.split(middle)
+            if new is not None:
+                self.worker.report(
+                    f"split partition {partition.number} of run #{run.pk}: partition "
+                    f"{new.number} takes ({new.lower}, {new.upper}]"
+                )
+        lease.partitions.roll_up(run)
+        return None
+
+    def pace(self, seconds: float) -> None:
+        gap = vendor_for(connections[self.lease.using]).gap_after_chunk(
+            seconds, self.settings.sqlite_gap
+        )
+        if gap > 0:
+            self.sleep(gap)
+        if self.lease.run.sleep > 0:
+            self.sleep(self.lease.run.sleep)
+
+    # -- gate.ThrottleHooks --------------------------------------------------------------------
+
+    def throttled(self, reason: str, wait: float, changed: bool) -> None:
+        if changed:
+            self.worker.report(f"run #{self.lease.run.pk} throttled: {reason}")
+
+    def sleep(self, seconds: float) -> None:
+        interruptible_sleep(
+            seconds,
+            stopped=lambda: self.worker.stopping,
+            heartbeat=self.lease.heartbeat,
+            beat_every=self.settings.lease_seconds / 3,
+        )
+
+    def stop_requested(self) -> Stop | None:
+        return self.worker._own_stop() or self.poll()
+
+    def cleared(self, waited: float, healthy: bool) -> None:
+        pass
+
+
+def run_worker(
+    *,
+    databases: Sequence[str] = (DEFAULT_DB_ALIAS,),
+    run_ids: Sequence[int] | None = None,
+    max_seconds: float | None = None,
+    exit_when_idle: bool = True,
+    **kwargs: Any,
+) -> WorkerResult:
+    """Run a ``Worker`` in this process (see its docstring)."""
+    return Worker(
+        databases=databases,
+        run_ids=run_ids,
+        max_seconds=max_seconds,
+        exit_when_idle=exit_when_idle,
+        **kwargs,
+    ).run()
