@@ -58,8 +58,8 @@ class RunSnapshot(RunFigures):
     error_class: str
     error_message: str
     error_backtrace: str
-    workers: int | None
-    max_workers: int | None
+    workers: int | None = None
+    max_workers: int | None = None
     #: True when the run reads ``running`` but its owner is gone (pid dead on this host, or
     #: heartbeat past the lease): shown as ``interrupted`` until someone takes it over.
     interrupted: bool = False

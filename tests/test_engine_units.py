@@ -263,11 +263,11 @@ def test_run_options_refuse_wrong_values(options: dict[str, Any], message: str) 
 def test_vendor_sql_lives_in_the_db_package_and_run_rows_are_written_by_the_ledger() -> None:
     """The layout's two promises, checked on the source: no ``connection.vendor`` branch
     outside ``backfills/db/`` (``transient.py`` classifies errors by their own codes), and no
-    write to the run table outside ``engine/ledger/``."""
+    write to the run or partition tables outside ``engine/ledger/``."""
     vendor_branch = re.compile(r"\.vendor\s*(==|!=|in\b|not in\b)")
     run_write = re.compile(
-        r"BackfillRun\.objects[^\n]*\.(update|create|delete)\(|\brun\.save\(|"
-        r"runs\b[^\n]*\.update\("
+        r"Backfill(Run|Partition)\.objects[^\n]*\.(update|create|delete)\(|\brun\.save\(|"
+        r"\bruns\b[^\n]*\.update\(|\bpartitions\.rows\b[^\n]*\.(update|create|bulk_create)\("
     )
     offenders: list[str] = []
     for path in ROOT.rglob("*.py"):

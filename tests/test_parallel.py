@@ -31,7 +31,9 @@ def histogram() -> Counter[int]:
 @multi_writer
 def test_four_local_workers_count_every_row_once() -> None:
     seed(4000)
-    code, out, err = manage(["backfill", "run", NAME, "--workers", "4", "--progress", "plain"], "tests")
+    code, out, err = manage(
+        ["backfill", "run", NAME, "--workers", "4", "--progress", "plain"], "tests"
+    )
     assert code == 0, err
     assert histogram() == Counter({1: 4000})
     run = BackfillRun.objects.get()

@@ -79,9 +79,7 @@ def start_parallel(
     run_settings = resumed_run_settings(run, backfill_cls, options, settings)
     if run.parallel:
         how = "joined" if run.state == State.RUNNING else "resumed"
-        if max_workers is not None and max_workers != run.max_workers:
-            ledger.runs.filter(pk=run.pk).update(max_workers=max_workers)
-        partitions.resume(run, run_settings)
+        partitions.resume(run, run_settings, max_workers=max_workers)
         return ParallelRun(run, how)
     load = pk_target(backfill_cls.get_pk_field()).to_python
     horizon = load(run.horizon) if run.horizon is not None else None

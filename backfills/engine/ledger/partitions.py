@@ -119,12 +119,17 @@ class Partitions:
             self._set_running(locked, settings)
         self.ledger.read(run)
 
-    def resume(self, run: BackfillRun, settings: RunSettings) -> None:
-        """Set a paused or failed parallel run running again (its workers claim partitions)."""
+    def resume(
+        self, run: BackfillRun, settings: RunSettings, *, max_workers: int | None = None
+    ) -> None:
+        """Set a paused or failed parallel run running again (its workers claim partitions);
+        *max_workers*, if given, replaces its cap."""
         with transaction.atomic(using=self.using):
             locked = self.ledger.runs.select_for_update().filter(pk=run.pk).first()
             if locked is None:
                 raise RunNotResumable(f"Run #{run.pk} of {run.label} was deleted.")
+            if max_workers is not None:
+                self.ledger.runs.filter(pk=run.pk).update(max_workers=max_workers)
             self._set_running(locked, settings)
         self.ledger.read(run)
 
