@@ -103,10 +103,14 @@ def estimate_total(
 KeyRange = tuple[Any, Any]
 
 
-def _as_number(field: models.Field[Any, Any], value: Any) -> int | None:
-    """*value* as an integer on a line where keys sort as numbers (integer keys, UUIDs), or
-    None when the key's type has no such line (strings, dates...)."""
+def _as_number(field: models.Field[Any, Any], value: Any, using: str) -> int | None:
+    """*value* as an integer on a line where keys sort as numbers (integer keys, UUIDs where
+    the database orders them so), or None when the key's type has no such line (strings,
+    dates...)."""
     if isinstance(field, models.UUIDField):
+        connection = connections[using]
+        if not vendor_for(connection).uuids_sort_as_numbers(connection):
+            return None
         return int(field.to_python(value).int)
     if isinstance(field, models.IntegerField):
         return int(value)
@@ -135,7 +139,7 @@ def plan_partitions(
     first = table_queryset(model, using).order_by("pk").values_list("pk", flat=True).first()
     if first is None:
         return []
-    low, high = _as_number(field, first), _as_number(field, horizon)
+    low, high = _as_number(field, first, using), _as_number(field, horizon, using)
     bounds: list[Any] = []
     if low is not None and high is not None:
         low -= 1  # exclusive
@@ -168,11 +172,11 @@ def split_point(model: type[models.Model], using: str, cursor: Any, upper: Any) 
         first = table_queryset(model, using).order_by("pk").values_list("pk", flat=True).first()
         if first is None:
             return None
-        low = _as_number(field, first)
+        low = _as_number(field, first, using)
         low = None if low is None else low - 1
     else:
-        low = _as_number(field, cursor)
-    high = _as_number(field, upper)
+        low = _as_number(field, cursor, using)
+    high = _as_number(field, upper, using)
     if low is not None and high is not None:
         middle = (low + high) // 2
         return _from_number(field, middle) if low < middle < high else None

@@ -24,7 +24,7 @@ from . import conf
 from .display import format as fmt
 from .engine.ledger import Ledger, Partitions
 from .exceptions import BackfillError
-from .models import BackfillRun
+from .models import BackfillPartition, BackfillRun
 from .snapshot import RunSnapshot
 
 if TYPE_CHECKING:
@@ -304,6 +304,13 @@ def active_run(
     ledger = _ledger(using)
     run = ledger.active(_class(name).name, reverse)
     return None if run is None else snapshot(run, ledger)
+
+
+def partitions(run: RunSnapshot | int, *, using: str = DEFAULT_DB_ALIAS) -> list[BackfillPartition]:
+    """The partitions of a parallel run (empty for a serial run), in order: each one's key
+    range, cursor, state, owner, heartbeat and counters."""
+    run_id = run if isinstance(run, int) else run.pk
+    return list(BackfillPartition.objects.using(using).filter(run_id=run_id).order_by("number"))
 
 
 def latest_run(

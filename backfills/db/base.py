@@ -67,6 +67,11 @@ class Vendor:
         q = connection.ops.quote_name
         return f"{q(table)}.{q(column)}"
 
+    def uuids_sort_as_numbers(self, connection: BaseDatabaseWrapper) -> bool:
+        """Whether the database orders UUID keys as their 128-bit numbers (so partitions can
+        be planned arithmetically); True for native uuid types and 32-character hex text."""
+        return True
+
     def gap_after_chunk(self, seconds: float, share: float) -> float:
         """Seconds to pause after a chunk of *seconds*, given the SQLITE_GAP *share*."""
         return 0.0

@@ -105,6 +105,11 @@ class MySQL(Vendor):
             return f"({first} UNION ALL VALUES " + ", ".join([f"({placeholders})"] * rest) + ")"
         return "(" + " UNION ALL ".join([first] + [f"SELECT {placeholders}"] * rest) + ")"
 
+    def uuids_sort_as_numbers(self, connection: BaseDatabaseWrapper) -> bool:
+        # MariaDB 10.7+'s native UUID type (Django uses it there) stores and orders the
+        # groups swapped, for time-based UUIDs; CHAR(32) hex elsewhere sorts as numbers.
+        return not self.is_mariadb(connection, 10, 7)
+
     def is_mariadb(self, connection: BaseDatabaseWrapper, *version: int) -> bool:
         """Whether *connection* is to MariaDB of at least *version*."""
         if not getattr(connection, "mysql_is_mariadb", False):

@@ -3,6 +3,7 @@ that go with them. They render what they are given; none of them reads the datab
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from . import format as fmt
 if TYPE_CHECKING:
     from ..control import BackfillState
     from ..dryrun import DryRunReport
-    from ..models import QuarantinedRow
+    from ..models import BackfillPartition, QuarantinedRow
     from ..snapshot import RunSnapshot
 
 #: Wider than any terminal: measuring at this width tells how wide a table wants to be.
@@ -166,10 +167,28 @@ def status_table(console: Console, runs: Sequence[RunSnapshot]) -> Table:
     return fitted_table(console, "Backfill runs", columns, rows, STATUS_DROP_ORDER)
 
 
-def status_notes(run: RunSnapshot, verbosity: int = 1) -> list[str]:
-    """The lines printed under the status table for *run*: why it stopped, who owns it."""
+def status_notes(
+    run: RunSnapshot, verbosity: int = 1, partitions: Sequence[BackfillPartition] = ()
+) -> list[str]:
+    """The lines printed under the status table for *run*: why it stopped, who owns it (for
+    a parallel run, its *partitions*' states)."""
     head = f"#{run.pk} {run.label}"
     notes = []
+    if run.parallel:
+        states = Counter(p.state for p in partitions)
+        live = sum(1 for p in partitions if p.owner_token and p.state == "running")
+        cap = f", at most {run.max_workers} at once" if run.max_workers else ""
+        notes.append(
+            f"{head}: parallel ({fmt.count(run.workers or 0, 'worker')} asked{cap}): "
+            f"{fmt.count(len(partitions), 'partition')}, {states['done']} done, "
+            f"{live} leased, {states['pending']} pending"
+        )
+        if run.interrupted:
+            notes.append(
+                f"{head}: interrupted: no live worker holds a partition; start workers "
+                f"(`backfill worker`, or `backfill run {run.name}` to resume with "
+                f"{run.workers} here)."
+            )
     if run.status_reason and run.state in ("paused", "cancelled"):
         notes.append(f"{head}: {run.status_reason}")
     if run.parameters:
@@ -179,7 +198,7 @@ def status_notes(run: RunSnapshot, verbosity: int = 1) -> list[str]:
         notes.append(f"{head}: throttled: {run.throttle_reason}")
     if run.requested_state:
         notes.append(f"{head}: {run.requested_state} requested")
-    if run.state == "running" and run.owner_token:
+    if run.state == "running" and run.owner_token and not run.parallel:
         owner = f"{run.owner_host} pid {run.owner_pid}, heartbeat {fmt.age(run.heartbeat_at)}"
         if run.interrupted:
             notes.append(
@@ -194,6 +213,44 @@ def status_notes(run: RunSnapshot, verbosity: int = 1) -> list[str]:
     if run.error_backtrace and verbosity >= 2:
         notes.append(f"{head} traceback:\n{run.error_backtrace}")
     return notes
+
+
+PARTITION_COLUMNS = (
+    Col("#", justify="right", keep=True),
+    Col("state", keep=True),
+    Col("range"),
+    Col("cursor"),
+    Col("rows", justify="right", keep=True),
+    Col("rate", justify="right"),
+    Col("owner"),
+    Col("heartbeat"),
+)
+PARTITION_DROP_ORDER = ("heartbeat", "cursor", "rate", "range", "owner")
+
+
+def partition_cells(partition: BackfillPartition) -> list[str]:
+    owner = f"{partition.owner_host} pid {partition.owner_pid}" if partition.owner_pid else "-"
+    if partition.state == "done" and partition.owner_pid:
+        owner = f"(walked by {owner})"
+    return [
+        str(partition.number),
+        partition.state,
+        f"({partition.lower or 'start'}, {partition.upper}]",
+        partition.cursor or "-",
+        f"{partition.rows_scanned:,}",
+        fmt.rate(partition.rate),
+        owner,
+        fmt.age(partition.heartbeat_at) if partition.state == "running" else "-",
+    ]
+
+
+def partitions_table(
+    console: Console, run: RunSnapshot, partitions: Sequence[BackfillPartition]
+) -> Table:
+    """Each partition of a parallel run: its key range, cursor, rows, rate and owner."""
+    rows = [partition_cells(p) for p in partitions]
+    title = f"Partitions of run #{run.pk} {run.label}"
+    return fitted_table(console, title, PARTITION_COLUMNS, rows, PARTITION_DROP_ORDER)
 
 
 # -- errors ---------------------------------------------------------------------------------
