@@ -268,3 +268,22 @@ def test_read_fields_records_carry_foreign_keys_by_attname() -> None:
         "Tech",
         "Tech",
     ]
+
+
+def test_seo_descriptions_come_from_the_service_with_its_latency() -> None:
+    make_post("Short", body="one two   three")
+    make_post("Empty body", body="", seo_description="stale")
+    make_post("Long", body=" ".join(f"w{n}" for n in range(30)))
+
+    result = run_backfill(
+        "blog.refresh_seo_descriptions", parameters={"latency_ms": "0.5"}, batch_size=2
+    )
+
+    assert result.outcome is Outcome.COMPLETED and result.run.rows_processed == 3
+    assert result.run.parameters == {"latency_ms": 0.5}
+    got = list(Post.objects.order_by("pk").values_list("seo_description", flat=True))
+    assert got == [
+        "Short: one two three",
+        "Empty body",
+        "Long: " + " ".join(f"w{n}" for n in range(20)),
+    ]

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import re
 import string
+import time
 from typing import Any
 
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Least, Now, Trim
 
-from backfills import Backfill, RowBackfill, SQLBackfill, UpdateBackfill, register
+from backfills import (
+    Backfill,
+    Parameter,
+    RowBackfill,
+    SQLBackfill,
+    UpdateBackfill,
+    register,
+)
 
 from .models import Category, Post, Tag
 from .slugs import unique_slugs
@@ -205,3 +213,32 @@ class FillWordCounts(SQLBackfill):
         "WHERE {window} AND word_count IS NULL",
     }
     reverse_sql = "UPDATE blog_post SET word_count = NULL WHERE {window}"
+
+
+def describe(title: str, body: str, latency_ms: float) -> str:
+    """A stand-in for an external SEO service: waits *latency_ms* (its round trip), then
+    answers with a description built from the post."""
+    if latency_ms > 0:
+        time.sleep(latency_ms / 1000)
+    words = " ".join(body.split()[:20])
+    return f"{title}: {words}"[:150] if words else title[:150]
+
+
+@register
+class RefreshSeoDescriptions(RowBackfill):
+    """Ask an (simulated) external SEO service for every post's description.
+
+    Each row waits on the service, so one process mostly sleeps: run it with
+    ``--workers N`` (PostgreSQL, MySQL/MariaDB) to keep N requests in flight.
+    """
+
+    model = "blog.Post"
+    requires = [("blog", "0003_categories_tags_metadata")]
+    fields = ["seo_description"]
+    read_fields = ["title", "body"]
+    parameters = {
+        "latency_ms": Parameter(float, default=1.0, help="the service's round trip per post, ms")
+    }
+
+    def transform(self, row: Any) -> None:
+        row.seo_description = describe(row.title, row.body, self.params.latency_ms)
