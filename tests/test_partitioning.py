@@ -145,3 +145,89 @@ def test_sqlite_refuses_more_than_one_worker() -> None:
     with pytest.raises(BackfillConfigurationError, match="one writer at a time"):
         start_parallel(registry.get("testapp.count_items"), workers=2)
     assert not BackfillRun.objects.exists()
+
+
+def _partitions() -> Any:
+    from backfills.engine.ledger import Ledger, Partitions
+
+    return Partitions(Ledger(USING, 30.0))
+
+
+def test_max_workers_caps_the_partitions_leased_at_once_and_claims_bump_the_generation() -> None:
+    from backfills.engine.owners import Owner
+
+    Item.objects.bulk_create(Item() for _ in range(100))
+    run = start_parallel(registry.get("testapp.count_items"), workers=1, max_workers=1).run
+    partitions = _partitions()
+    first = partitions.claim(Owner())
+    assert first is not None and first.partition.generation == 1
+    assert partitions.claim(Owner()) is None  # at max_workers
+    first.release()
+    again = partitions.claim(Owner(), [run.pk])
+    assert again is not None
+    assert again.partition.pk == first.partition.pk and again.partition.generation == 2
+
+
+def test_a_worker_that_lost_its_partition_cannot_commit_a_chunk() -> None:
+    """The fencing token: after a takeover, the old lease's checkpoint matches no row and
+    its chunk rolls back."""
+    from django.db import transaction
+
+    from backfills.chunking import Window
+    from backfills.engine.owners import Owner
+    from backfills.exceptions import LeaseLost
+
+    Item.objects.bulk_create(Item() for _ in range(40))
+    start_parallel(registry.get("testapp.count_items"), workers=1)
+    partitions = _partitions()
+    old = partitions.claim(Owner())
+    assert old is not None
+    # Its heartbeat goes stale (as if the process were stopped), and another worker takes it
+    # (the only one left to take: the others are walked).
+    BackfillPartition.objects.exclude(pk=old.partition.pk).update(state="done")
+    BackfillPartition.objects.filter(pk=old.partition.pk).update(heartbeat_at=None)
+    new = partitions.claim(Owner())
+    assert new is not None and new.partition.pk == old.partition.pk and new.took_over
+    pk = Item.objects.order_by("pk").first().pk  # type: ignore[union-attr]
+    with pytest.raises(LeaseLost), transaction.atomic():
+        Item.objects.filter(pk=pk).update(counter=99)
+        old.checkpoint(Window(None, pk, 1), str(pk), 1, 0, 0.01)
+    assert Item.objects.get(pk=pk).counter == 0
+    with pytest.raises(LeaseLost):
+        old.heartbeat()
+    new.checkpoint(Window(None, pk, 1), str(pk), 1, 0, 0.01)
+    assert BackfillPartition.objects.get(pk=new.partition.pk).cursor == str(pk)
+
+
+def test_one_worker_per_interval_asks_the_health_checks() -> None:
+    Item.objects.bulk_create(Item() for _ in range(10))
+    run = start_parallel(registry.get("testapp.count_items"), workers=1).run
+    partitions = _partitions()
+    assert partitions.take_health_turn(run, 60.0)
+    assert not partitions.take_health_turn(run, 60.0)  # another worker, same interval
+    partitions.record_health(run, "replica lag 3.0s > 1.0s")
+    assert partitions.health(run) == "replica lag 3.0s > 1.0s"
+    run.refresh_from_db()
+    assert run.throttle_reason == "replica lag 3.0s > 1.0s"
+
+
+def test_an_idle_worker_asks_the_biggest_remainder_to_split_and_its_owner_does() -> None:
+    from backfills.engine.owners import Owner
+
+    Item.objects.bulk_create(Item() for _ in range(400))
+    run = start_parallel(registry.get("testapp.count_items"), workers=1).run
+    partitions = _partitions()
+    lease = partitions.claim(Owner())
+    assert lease is not None
+    assert partitions.request_split([run.pk], min_rows=10)
+    control_row = lease.poll()
+    assert control_row.split_requested
+    upper = lease.partition.upper
+    new = lease.split(split_point(Item, USING, None, int(upper)))
+    assert new is not None
+    assert (new.lower, new.upper, new.state) == (lease.partition.upper, upper, "pending")
+    assert int(lease.partition.upper) < int(upper)
+    assert not lease.poll().split_requested
+    ranges = [(p.lower, p.upper) for p in BackfillPartition.objects.filter(run=run)]
+    rows = [count_range(Item, USING, lower and int(lower), int(up)) for lower, up in ranges]
+    assert sum(rows) == 400 and len(ranges) == 5
