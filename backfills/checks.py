@@ -128,3 +128,45 @@ def check_pending_backfills(
                 )
             )
     return messages
+
+
+@checks.register("backfills")
+def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """backfills.E004: TASK_BACKEND names no supported job system; W003: it names one that is
+    not installed (``run --workers N --enqueue`` would fail)."""
+    import importlib.util
+
+    from . import conf
+
+    backend = conf.get("TASK_BACKEND")
+    needs = {
+        "django": (("django.tasks", "django_tasks"), "Django 6, or the django-tasks backport"),
+        "celery": (("celery",), "Celery"),
+    }
+    if backend not in needs:
+        return [
+            checks.Error(
+                f"BACKFILLS['TASK_BACKEND'] is {backend!r}.",
+                hint="Use 'django' (Django's task framework) or 'celery'.",
+                id="backfills.E004",
+            )
+        ]
+    modules, what = needs[backend]
+    if not any(_importable(module, importlib.util.find_spec) for module in modules):
+        return [
+            checks.Warning(
+                f"BACKFILLS['TASK_BACKEND'] is {backend!r}, but {what} is not installed: "
+                "`backfill run --workers N --enqueue` cannot enqueue.",
+                hint="Install it, or run workers with `backfill run --workers N` or "
+                "`backfill worker`.",
+                id="backfills.W003",
+            )
+        ]
+    return []
+
+
+def _importable(module: str, find_spec: Any) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False

@@ -93,3 +93,13 @@ def test_w001_waits_for_every_migration_the_app_ships(
 
     MigrationRecorder(connection).record_applied(*one_more_shipped_migration)
     assert "blog.populate_post_slugs" in warnings()  # rolled back with the test's transaction
+
+
+def test_an_unknown_task_backend_is_an_error_and_a_missing_one_a_warning(settings: Any) -> None:
+    from backfills.checks import check_task_backend
+
+    settings.BACKFILLS = {**settings.BACKFILLS, "TASK_BACKEND": "rq"}
+    (error,) = check_task_backend()
+    assert error.id == "backfills.E004" and "'rq'" in error.msg
+    settings.BACKFILLS = {**settings.BACKFILLS, "TASK_BACKEND": "celery"}
+    assert check_task_backend() == []  # installed with the test extras
