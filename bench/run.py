@@ -10,6 +10,7 @@ about. The machine is shared and noisy: read ratios, not absolute times.
     make bench                                   # SQLite, 200,000 rows
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test make bench   # 1,000,000 rows
     make bench BENCH_ARGS="--rows 20000 --repeat 1"
+    make bench BENCH_ARGS="--parallel --rows 20000"   # parallel runs: bench/parallel.py
 """
 
 from __future__ import annotations
@@ -692,6 +693,12 @@ def print_online_impact(args: argparse.Namespace, rows: int) -> list[dict[str, A
 
 
 def main() -> None:
+    if "--parallel" in sys.argv[1:]:
+        # The parallel runs (`run --workers N`) have their own scenarios and options.
+        from parallel import main as parallel_main
+
+        parallel_main([arg for arg in sys.argv[1:] if arg != "--parallel"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rows", type=int, help="table size (default: 1,000,000 on PostgreSQL, 200,000 elsewhere)"
