@@ -64,25 +64,29 @@ def _drain_and_continue(run_id: int, using: str, max_seconds: float | None) -> d
     return {"run": run_id, "work_left": work_left}
 
 
-def _drain_task(
+def drain_task(
     run_id: int, using: str = DEFAULT_DB_ALIAS, max_seconds: float | None = None
 ) -> dict[str, Any]:
     """Django task: drain partitions of one run, then enqueue itself if work is left."""
     return _drain_and_continue(run_id, using, max_seconds)
 
 
-#: The Django task (None without the task framework): ``drain_task.enqueue(run_id, using)``.
-drain_task: Any = None if _task is None else _task(_drain_task)
+# The task framework stores a task by its function's dotted path and, in the worker, imports
+# that path back expecting the Task: so the Task must live under the function's own name.
+if _task is not None:
+    drain_task = _task(drain_task)
 
 
 def enqueue_django(run_id: int, using: str, max_seconds: float | None = None) -> None:
-    if drain_task is None:
+    if _task is None:
         raise BackfillConfigurationError(
             "Django's task framework is not available: use Django 6, or install the "
             "django-tasks backport on Django 5.2 (and configure TASKS)."
         )
     queue = conf.get("TASK_QUEUE")
-    task = drain_task.using(queue_name=queue) if queue else drain_task
+    task: Any = drain_task
+    if queue:
+        task = task.using(queue_name=queue)
     task.enqueue(run_id, using, max_seconds)
 
 

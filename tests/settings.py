@@ -18,6 +18,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django_tasks_db",
     "backfills",
     "blog",
     "tests.testapp",
@@ -36,4 +37,18 @@ BACKFILLS = {
     "CONTROL_POLL_SECONDS": 0.1,
     # Ask health checks before every chunk, so tests can count on when they run.
     "HEALTH_CHECK_SECONDS": 0,
+    # The task tests run real task workers (tests/test_tasks.py): which backend the enqueuing
+    # side uses, and how long one drain task works before it enqueues itself again, are set
+    # by environment variables so that the worker processes agree with the test.
+    "TASK_BACKEND": os.environ.get("BACKFILLS_TEST_TASK_BACKEND", "django"),
+    "TASK_MAX_SECONDS": float(os.environ.get("BACKFILLS_TEST_TASK_MAX_SECONDS", "300")),
 }
+
+# Django's task framework (django.tasks on Django 6, the django-tasks backport on 5.2) with
+# django-tasks-db's backend: tasks are rows in the test database, run by `db_worker`.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# Celery (tests/celery_app.py): a Redis database of its own, flushed by the tests.
+CELERY_BROKER_URL = os.environ.get("BACKFILLS_TEST_CELERY_BROKER", "redis://127.0.0.1:6379/13")
+CELERY_IMPORTS = ["backfills.contrib.celery"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

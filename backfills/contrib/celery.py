@@ -1,10 +1,17 @@
 """Celery entry point for parallel runs: ``backfills.contrib.celery.drain``.
 
-Needs Celery with its app loaded as usual for Django (``app.autodiscover_tasks()`` finds this
-module when ``backfills`` is in INSTALLED_APPS only if imported; add
-``"backfills.contrib.celery"`` to the app's ``imports``, or import it in your celery module).
+Needs Celery with its app set up as usual for Django. ``app.autodiscover_tasks()`` imports each
+installed app's ``tasks`` module, which for backfills is the Django-task one, not this: name this
+module in the app's ``imports`` (``CELERY_IMPORTS = ["backfills.contrib.celery"]`` with
+``app.config_from_object("django.conf:settings", namespace="CELERY")``) or import it in your
+celery module. The process that enqueues (``backfill run --enqueue``) must have loaded that app
+too, as Django projects do by importing it in the project package's ``__init__``; else the task
+is sent to Celery's default broker.
+
 The task acknowledges late and is redelivered if its worker dies: a redelivery finds the
-partition its predecessor held and takes it over once the lease allows.
+partition its predecessor held and takes it over once the lease allows. (On Redis and SQS a
+message is redelivered only after the transport's ``visibility_timeout``, an hour by default;
+drains of the run still going take the dead worker's partition over sooner.)
 """
 
 from __future__ import annotations
