@@ -27,6 +27,7 @@ from ..models import BackfillRun
 from ..parameters import from_json
 from ..sizing import ChunkSizer
 from ..throttle import Health, default_checks, evaluate
+from ..transient import is_transient
 from .gate import HealthGate, Stop, StopGate
 from .ledger import Ledger, PartitionLease, Partitions
 from .options import configure_sizer
@@ -45,6 +46,21 @@ State = BackfillRun.State
 
 #: Why a partition's walk stopped without finishing it: the worker hands it back.
 RELEASE = "release"
+
+
+def skipped(exc: BaseException, using: str, what: str) -> bool:
+    """Whether *exc* is a transient database error (a lock wait on the run row every worker
+    writes, a deadlock, a dropped connection) in a write that can simply be made again later:
+    then it is logged, a broken connection is closed for the next query to reopen, and the
+    caller goes on. Only chunks fail a run (after their retries); bookkeeping around them
+    waits for a better moment."""
+    if not is_transient(exc):
+        return False
+    logger.warning("%s put off after a transient %s: %s", what, type(exc).__name__, exc)
+    connection = connections[using]
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+    return True
 
 
 @dataclass
@@ -78,6 +94,14 @@ class SharedHealth(HealthGate):
         self.every = settings.health_check_seconds
 
     def verdict(self) -> Health:
+        try:
+            return self._verdict()
+        except Exception as exc:
+            if not skipped(exc, self.partitions.using, "the shared health verdict"):
+                raise
+            return Health.healthy()  # asked again at the next interval
+
+    def _verdict(self) -> Health:
         if self.partitions.take_health_turn(self.run, self.every):
             verdict = evaluate(self.checks, self.backfill)
             text = "" if verdict.ok else verdict.reason
@@ -151,25 +175,41 @@ class Worker:
             if time.monotonic() >= self._deadline:
                 result.reason = "time budget used"
                 break
-            lease = self._claim()
-            if lease is not None:
-                self._walk(lease)
-                continue
-            self._complete_walked()
-            waiting = [
-                run for p in self.partitions.values() for run in p.unfinished_runs(self.run_ids)
-            ]
-            if not waiting and self.exit_when_idle:
-                result.reason = "no partition left to walk"
-                break
-            if waiting and any(
-                p.request_split(self.run_ids, min_rows=4 * self.settings.min_batch_size)
-                for p in self.partitions.values()
-            ):
-                self.report("asked the worker with the largest remainder to split it")
+            try:
+                lease = self._claim()
+                if lease is not None:
+                    self._walk(lease)
+                    continue
+                if self._idle():
+                    result.reason = "no partition left to walk"
+                    break
+            except Exception as exc:
+                if not any(skipped(exc, alias, "looking for work") for alias in self.databases):
+                    raise
             interruptible_sleep(self.idle_poll, stopped=lambda: self.stopping)
-        result.work_left = any(p.unfinished_runs(self.run_ids) for p in self.partitions.values())
+        try:
+            result.work_left = any(
+                p.unfinished_runs(self.run_ids) for p in self.partitions.values()
+            )
+        except Exception as exc:
+            if not any(skipped(exc, alias, "counting the work left") for alias in self.databases):
+                raise
+            result.work_left = True  # a task enqueued again finds out
         return result
+
+    def _idle(self) -> bool:
+        """Nothing to claim: complete the runs whose partitions are all done, ask for a split
+        if a run still has work; True if there is none left to wait for either."""
+        self._complete_walked()
+        waiting = [run for p in self.partitions.values() for run in p.unfinished_runs(self.run_ids)]
+        if not waiting:
+            return self.exit_when_idle
+        if any(
+            p.request_split(self.run_ids, min_rows=4 * self.settings.min_batch_size)
+            for p in self.partitions.values()
+        ):
+            self.report("asked the worker with the largest remainder to split it")
+        return False
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -254,12 +294,7 @@ class Worker:
                     return
                 done = step(cursor, step.load_pk(lease.partition.upper), None)
                 if done is None:
-                    lease.finish()
-                    result.partitions_done += 1
-                    partitions.roll_up(run)
-                    self.report(f"partition {lease.partition.number} of run #{run.pk} done")
-                    if not partitions.unfinished_runs([run.pk]):
-                        self._complete(partitions, run)
+                    self._finish(lease)
                     return
                 cursor = done.window.upper
                 result.chunks += 1
@@ -278,6 +313,31 @@ class Worker:
             logger.exception("backfill %s run #%s failed in %s", run.label, run.pk, lease.label)
             self.report(f"{run.label} run #{run.pk} failed: {type(exc).__name__}: {exc}")
 
+    def _finish(self, lease: PartitionLease) -> None:
+        """Record the partition walked; complete the run if it was the last one."""
+        partitions, run = lease.partitions, lease.run
+        try:
+            lease.finish()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            if not skipped(exc, lease.using, f"finishing {lease.label}"):
+                raise
+            # Its walk is over: whoever claims it next finds nothing left and finishes it.
+            lease.release()
+            self.result.partitions_released += 1
+            return
+        self.result.partitions_done += 1
+        self.report(f"partition {lease.partition.number} of run #{run.pk} done")
+        try:
+            partitions.roll_up(run)
+            if not partitions.unfinished_runs([run.pk]):
+                self._complete(partitions, run)
+        except Exception as exc:
+            # The next idle look (this worker's or another's) completes the run.
+            if not skipped(exc, lease.using, f"completing {run.label} run #{run.pk}"):
+                raise
+
     def _own_stop(self) -> Stop | None:
         if self.stop_reason is not None:
             return Stop(RELEASE, self.stop_reason)
@@ -291,7 +351,11 @@ class Worker:
             # A critical health verdict pauses the whole run, as it would a serial one.
             lease.ledger.stop_unowned(lease.ledger.read(run), State.PAUSED, stop.reason)
         lease.release()
-        lease.partitions.roll_up(run)
+        try:
+            lease.partitions.roll_up(run)
+        except Exception as exc:
+            if not skipped(exc, lease.using, f"rolling up run #{run.pk}"):
+                raise
         self.result.partitions_released += 1
         self.report(f"released partition {lease.partition.number} of run #{run.pk}: {stop.reason}")
 
@@ -318,7 +382,19 @@ class _Walk:
         self.settings = worker.settings
 
     def poll(self) -> Stop | None:
-        """The run's state and settings, our split request; roll the run's figures up."""
+        """The run's state and settings, our split request; roll the run's figures up. A
+        transient error only puts this off to the next poll: the chunks stay fenced by the
+        generation whatever a missed heartbeat lets happen meanwhile."""
+        try:
+            return self._poll()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            if not skipped(exc, self.lease.using, f"polling run #{self.lease.run.pk}"):
+                raise
+            return None
+
+    def _poll(self) -> Stop | None:
         lease, run = self.lease, self.lease.run
         control = lease.poll()
         if control.run_state != State.RUNNING:
@@ -366,9 +442,18 @@ class _Walk:
         interruptible_sleep(
             seconds,
             stopped=lambda: self.worker.stopping,
-            heartbeat=self.lease.heartbeat,
+            heartbeat=self._beat,
             beat_every=self.settings.lease_seconds / 3,
         )
+
+    def _beat(self) -> None:
+        try:
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            if not skipped(exc, self.lease.using, f"a heartbeat of {self.lease.label}"):
+                raise
 
     def stop_requested(self) -> Stop | None:
         return self.worker._own_stop() or self.poll()

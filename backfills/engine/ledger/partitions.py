@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, F, Field, Max, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from ...chunking import KeyRange, Window
@@ -311,7 +311,13 @@ class Partitions:
 
     def roll_up(self, run: BackfillRun) -> None:
         """Write the sums of *run*'s partitions into its counters, so that every reader of the
-        run row (status, the control API, the admin) sees the whole run."""
+        run row (status, the control API, the admin) sees the whole run.
+
+        Many processes roll up (every worker at its polls, the parent of local workers for its
+        display), each reading the sums and then writing them: a writer whose sums were read
+        before another's may come second. The counters only grow, so each is written as the
+        greater of the two, and a late writer never takes the run back (nor the figures of a
+        completed run)."""
         sums = self.rows.filter(run_id=run.pk).aggregate(
             **{
                 name: Coalesce(Sum(name), 0.0 if name == "time_running" else 0) for name in COUNTERS
@@ -321,8 +327,15 @@ class Partitions:
         last = sums.pop("last")
         fields: dict[str, Any] = dict(sums)
         fields["time_running"] = float(fields["time_running"])
-        self.ledger.runs.filter(pk=run.pk).update(**fields, updated_at=last or timezone.now())
-        for key, value in fields.items():
+        self.ledger.runs.filter(pk=run.pk).update(
+            **{
+                name: Greatest(F(name), Value(value, output_field=_run_field(name)))
+                for name, value in fields.items()
+            },
+            updated_at=last or timezone.now(),
+        )
+        row = self.ledger.runs.filter(pk=run.pk).values(*COUNTERS).first()
+        for key, value in (row or fields).items():
             setattr(run, key, value)
 
     def complete(self, run: BackfillRun) -> bool:
@@ -388,6 +401,12 @@ class Partitions:
     def health(self, run: BackfillRun) -> str:
         row = self.ledger.runs.filter(pk=run.pk).values_list("health_verdict", flat=True).first()
         return row or ""
+
+
+def _run_field(name: str) -> Field[Any, Any]:
+    field = BackfillRun._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
 
 
 def _rows_left(partition: BackfillPartition) -> int:
