@@ -50,6 +50,8 @@ _test-mysql: $(INSTALLED)
 	DATABASE_URL=mysql://root@127.0.0.1:3306/test $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks: the database is DATABASE_URL's (SQLite by default); see bench/run.py.
+# BENCH_ARGS="--parallel ..." measures parallel runs instead (bench/parallel.py; PostgreSQL or
+# MariaDB/MySQL, and on SQLite it says so and skips).
 bench: $(INSTALLED)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

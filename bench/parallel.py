@@ -218,6 +218,18 @@ def thread_pool(threads: int, latency_ms: float, cpu_loops: int) -> int:
 # -- strategies (in the parent) ---------------------------------------------------------------
 
 
+#: The application writer of the running strategy (online scenarios), and how many of its
+#: writes came before the strategy's clock started: worker start-up is not part of the run.
+WRITER: list[Any] = []
+WRITER_FROM: list[int] = [0]
+
+
+def clock() -> float:
+    """Start a strategy's clock (and the window of the writer's latencies that count)."""
+    WRITER_FROM[0] = len(WRITER[0].latencies) if WRITER else 0
+    return time.perf_counter()
+
+
 class Outcome(dict[str, Any]):
     """seconds, rows written (exactly-once check), chunks, peak RSS of the busiest process."""
 
@@ -225,7 +237,7 @@ class Outcome(dict[str, Any]):
 def ours(name: str, workers: int, params: dict[str, Any], batch_size: int | None = None) -> Any:
     def strategy() -> Outcome:
         children = [spawn(["worker"]) for _ in range(workers)]
-        started = time.perf_counter()
+        started = clock()
         opened = start_parallel(
             registry.get(name),
             workers=workers,
@@ -248,12 +260,11 @@ def ours(name: str, workers: int, params: dict[str, Any], batch_size: int | None
     return strategy
 
 
-def ours_serial(name: str, params: dict[str, Any]) -> Any:
+def ours_serial(name: str, params: dict[str, Any], batch_size: int | None = None) -> Any:
     def strategy() -> Outcome:
-        started = time.perf_counter()
-        result = Runner(
-            registry.get(name), options=RunOptions(restart=True, parameters=params)
-        ).run()
+        started = clock()
+        options = RunOptions(restart=True, parameters=params, batch_size=batch_size)
+        result = Runner(registry.get(name), options=options).run()
         seconds = time.perf_counter() - started
         return Outcome(
             seconds=seconds,
@@ -270,7 +281,7 @@ def shards(n: int, latency_ms: float, cpu_loops: int) -> Any:
         children = [
             spawn(["shard", str(k), str(n), str(latency_ms), str(cpu_loops)]) for k in range(n)
         ]
-        started = time.perf_counter()
+        started = clock()
         outs = go(children, "go")
         return Outcome(
             seconds=time.perf_counter() - started,
@@ -284,7 +295,7 @@ def shards(n: int, latency_ms: float, cpu_loops: int) -> Any:
 def threads(n: int, latency_ms: float, cpu_loops: int) -> Any:
     def strategy() -> Outcome:
         children = [spawn(["threads", str(n), str(latency_ms), str(cpu_loops)])]
-        started = time.perf_counter()
+        started = clock()
         (out,) = go(children, "go")
         return Outcome(
             seconds=time.perf_counter() - started,
@@ -296,13 +307,14 @@ def threads(n: int, latency_ms: float, cpu_loops: int) -> Any:
 
 
 def single_update() -> Outcome:
-    started = time.perf_counter()
+    started = clock()
     with transaction.atomic():
         written = Post.objects.update(slug=bench.EXPECTED)
     return Outcome(seconds=time.perf_counter() - started, written=written)
 
 
 def idle() -> Outcome:
+    clock()
     time.sleep(5)
     return Outcome(seconds=5.0, written=0)
 
@@ -338,15 +350,17 @@ def measure(
         for label, strategy, slugs in plan:
             bench.reset()
             app = bench.Writer(max_pk) if writer else None
+            WRITER[:] = [app] if app is not None else []
             if app is not None:
                 app.start()
+                time.sleep(0.5)  # its connection open, its first writes done
             outcome = strategy()
             if app is not None:
                 app.stop.set()
                 app.join()
                 if app.error is not None or not app.latencies:
                     raise RuntimeError(f"the writer failed during {label!r}") from app.error
-                lat = app.latencies
+                lat = app.latencies[WRITER_FROM[0] :]
                 outcome.update(
                     writes=len(lat),
                     p50_ms=1000 * bench.percentile(lat, 50),
@@ -437,7 +451,9 @@ def main(argv: list[str] | None = None) -> None:
         default=["latency", "cpu", "online", "claim"],
     )
     parser.add_argument("--proc", nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--json", help="where to write the results (default bench-parallel.json)")
+    parser.add_argument(
+        "--json", help="where to write the results (default bench-results-parallel.json)"
+    )
     args = parser.parse_args(argv)
     if args.proc:
         proc_main(args.proc)
@@ -450,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     set_rows = args.set_rows or 10 * args.rows
-    json_path = Path(args.json or bench.ROOT / "bench-parallel.json")
+    json_path = Path(args.json or bench.ROOT / "bench-results-parallel.json")
     print(
         f"django-backfills parallel bench: {vendor}, {args.rows:,} rows (set-based/online "
         f"{set_rows:,}), {args.repeat} interleaved round(s), {os.cpu_count()} CPUs"
@@ -525,11 +541,18 @@ def main(argv: list[str] | None = None) -> None:
     if "claim" in args.only:
         plan = [
             (
-                f"ours --workers {n}, empty, {args.claim_batch}-row chunks",
-                ours(Empty.name, n, {}, batch_size=args.claim_batch),
+                f"ours serial runner, empty, {args.claim_batch}-row chunks",
+                ours_serial(Empty.name, {}, batch_size=args.claim_batch),
                 False,
-            )
-            for n in (1, 8)
+            ),
+            *[
+                (
+                    f"ours --workers {n}, empty, {args.claim_batch}-row chunks",
+                    ours(Empty.name, n, {}, batch_size=args.claim_batch),
+                    False,
+                )
+                for n in (1, 2, 8)
+            ],
         ]
         print("\nclaim overhead: an empty transform in small chunks", flush=True)
         tables["claim"] = measure(plan, args.rows, args.repeat)
