@@ -552,3 +552,25 @@ def test_a_lock_held_on_the_run_row_only_delays_the_workers(procs: Processes) ->
     assert "ended with status" not in err, err
     assert "Traceback" not in err, err
     assert_completed_exactly_once(rows)
+
+
+def test_a_late_roll_up_never_takes_the_run_back() -> None:
+    """Roll-ups read the partitions' sums, then write them: one that read before another
+    may write after it. It must not put older (smaller) figures over newer ones."""
+    from backfills import conf
+    from backfills.engine.ledger import Ledger, Partitions
+    from backfills.engine.parallel import start_parallel
+    from backfills.registry import registry
+
+    seed(500)
+    run = start_parallel(registry.get(NAME), workers=1).run
+    partitions_of = Partitions(Ledger("default", float(conf.get("LEASE_SECONDS"))))
+    BackfillPartition.objects.filter(run=run).update(rows_scanned=50, chunks_done=1)
+    partitions_of.roll_up(run)
+    assert (run.rows_scanned, run.chunks_done) == (50 * len(partitions(run)), len(partitions(run)))
+    # A newer roll-up saw more than the sums the late one read (and writes now).
+    BackfillRun.objects.filter(pk=run.pk).update(rows_scanned=10_000, chunks_done=200)
+    partitions_of.roll_up(run)
+    fresh = BackfillRun.objects.get(pk=run.pk)
+    assert (fresh.rows_scanned, fresh.chunks_done) == (10_000, 200)
+    assert (run.rows_scanned, run.chunks_done) == (10_000, 200)
