@@ -30,6 +30,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # interruption tests start see the same data. The pid keeps parallel sessions apart.
     DATABASES["default"]["TEST"] = {"NAME": str(TMP / f"backfills-test-{os.getpid()}.sqlite3")}
 
+# A second database, for runs on several databases (`run --workers N --database default
+# --database shard`): the default's name with a suffix, on the same server. Child processes
+# get the default's test database in DATABASE_URL and derive the shard's test database the
+# same way (test_test -> test_test_shard; SQLite: the test file's name + "-shard").
+_SUFFIX = "-shard" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "_shard"
+DATABASES["shard"] = {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}{_SUFFIX}"}
+if "TEST" in DATABASES["default"]:
+    DATABASES["shard"]["TEST"] = {"NAME": DATABASES["default"]["TEST"]["NAME"] + "-shard"}
+
 BACKFILLS = {
     # Keep retry back-off short so tests that inject transient errors stay fast.
     "RETRY_BASE_DELAY": 0.05,

@@ -29,6 +29,8 @@ class Subcommand:
 
     name: ClassVar[str]
     help: ClassVar[str]
+    #: Whether the verb takes --database more than once.
+    takes_shards: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -38,11 +40,14 @@ class Subcommand:
         console: Console,
         database: str,
         verbosity: int,
+        databases: list[str] | None = None,
     ) -> None:
         self.stdout = stdout
         self.stderr = stderr
         self.console = console
         self.database = database
+        #: Every --database given (several only for the verbs that take shards).
+        self.databases = databases or [database]
         self.verbosity = verbosity
 
     @classmethod
@@ -61,8 +66,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
         default=DEFAULT_DB_ALIAS,
-        help='Database alias holding the table and the checkpoints (default: "default").',
+        action=DatabaseAction,
+        help='Database alias holding the table and the checkpoints (default: "default"). '
+        "`run --workers N` and `worker` take it more than once (shards): one run per alias.",
     )
+    parser.set_defaults(databases=None)
     parser.add_argument(
         "--no-input",
         "--noinput",
@@ -79,6 +87,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pythonpath", default=suppressed, help=suppressed)
     for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
         parser.add_argument(flag, action="store_true", default=suppressed, help=suppressed)
+
+
+class DatabaseAction(argparse.Action):
+    """``--database`` given once or more: ``database`` is the first alias, ``databases``
+    every alias given, in order, without repeats."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: list[str] = getattr(namespace, "databases", None) or []
+        if values not in given:
+            given.append(values)
+        namespace.databases = given
+        namespace.database = given[0]
 
 
 def make_console(options: dict[str, Any], stdout: TextIO | None) -> Console:

@@ -111,13 +111,24 @@ class _RunVerb(Subcommand):
             reverse=options.get("reverse", False),
             parameters=parameters,
         )
-        display = self.display(options)
         workers = self.parallel_workers(backfill_cls, options, restart)
         if workers is not None:
             from .worker import run_parallel
 
-            run_parallel(self, backfill_cls, {**options, "workers": workers}, run_options, display)
+            run_parallel(
+                self,
+                backfill_cls,
+                {**options, "workers": workers},
+                run_options,
+                lambda using: self.display(options, using),
+            )
             return
+        if len(self.databases) > 1:
+            raise CommandError(
+                "Several --database need --workers N: one parallel run per alias, drained by "
+                "the same workers."
+            )
+        display = self.display(options)
         runner = Runner(backfill_cls, using=self.database, options=run_options)
         runner.listeners.append(display)
         live = display if isinstance(display, RichProgress) else nullcontext()
@@ -157,21 +168,30 @@ class _RunVerb(Subcommand):
         )
         return live.workers if live is not None and live.workers is not None else None
 
-    def display(self, options: dict[str, Any]) -> Listener:
+    def display(self, options: dict[str, Any], using: str | None = None) -> Listener:
+        """The progress display; with several --database, one per alias (*using*): plain
+        lines prefixed with the alias instead of a live bar."""
         mode = options.get("progress", "auto")
         if self.verbosity == 0 and mode == "auto":
             mode = "none"
         if mode == "auto":
             mode = "rich" if self.console.is_terminal else "plain"
+        prefix = f"[{using}] " if len(self.databases) > 1 and using is not None else ""
+        if prefix and mode == "rich":
+            mode = "plain"  # one live bar per run cannot share a terminal
+
+        def write(text: str) -> None:
+            self.stdout.write(prefix + text)
+
         if mode == "rich":
             return RichProgress(self.console)
         if mode == "json":
-            return JsonProgress(self.stdout.write)
+            return JsonProgress(write)
         if mode == "plain":
             interval = options.get("progress_interval")
             if interval is None:
                 interval = 0.0 if self.verbosity >= 2 else float(conf.get("PROGRESS_INTERVAL"))
-            return PlainProgress(self.stdout.write, interval)
+            return PlainProgress(write, interval)
         return lambda event: None
 
     @contextmanager
@@ -207,6 +227,7 @@ class _RunVerb(Subcommand):
 
 class RunCommand(_RunVerb):
     name = "run"
+    takes_shards = True
     help = "Run a backfill, resuming from its checkpoint if it was stopped."
 
     @classmethod
@@ -282,6 +303,7 @@ class RunCommand(_RunVerb):
 
 class ResumeCommand(_RunVerb):
     name = "resume"
+    takes_shards = True
     help = "Continue a paused or failed run (withdraws a pending pause request)."
 
     @classmethod

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +73,16 @@ def handled(first: Any, second: Any) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def run_reference(text: str) -> str:
+    """``--run``: a run id, or ``ALIAS:ID`` for the run of that id on one database."""
+    alias, _, number = text.rpartition(":")
+    positive_int(number)
+    return f"{alias}:{int(number)}" if alias else str(int(number))
+
+
 class WorkerCommand(Subcommand):
     name = "worker"
+    takes_shards = True
     help = (
         "Drain partitions of running parallel runs (started with `run --workers N`) until "
         "signalled; run any number of these on any hosts."
@@ -85,9 +93,10 @@ class WorkerCommand(Subcommand):
         parser.add_argument(
             "--run",
             dest="run_ids",
-            type=positive_int,
+            type=run_reference,
             action="append",
-            help="Only this run (by id); repeat for several. Default: every parallel run.",
+            help="Only this run: an id (on every --database) or ALIAS:ID; repeat for several. "
+            "Default: every running parallel run.",
         )
         parser.add_argument(
             "--max-seconds",
@@ -107,10 +116,23 @@ class WorkerCommand(Subcommand):
             help="Seconds between looks for work while idle (default 1).",
         )
 
+    def run_ids(self, given: list[str] | None) -> dict[str, list[int]] | None:
+        """The runs to drain on each database, from --run ID / ALIAS:ID."""
+        if not given:
+            return None
+        ids: dict[str, list[int]] = {alias: [] for alias in self.databases}
+        for reference in given:
+            alias, _, number = reference.rpartition(":")
+            if alias and alias not in ids:
+                raise CommandError(f"--run {reference}: {alias!r} is not a --database given.")
+            for target in [alias] if alias else self.databases:
+                ids[target].append(int(number))
+        return ids
+
     def handle(self, **options: Any) -> None:
         worker = Worker(
-            databases=[self.database],
-            run_ids=options.get("run_ids"),
+            databases=self.databases,
+            run_ids=self.run_ids(options.get("run_ids")),
             max_seconds=options.get("max_seconds"),
             exit_when_idle=options["exit_when_idle"],
             idle_poll=options["idle_poll"],
@@ -167,24 +189,12 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def worker_command(run: BackfillRun, using: str) -> list[str]:
-    """The command line of one local worker process for *run*."""
-    return [
-        sys.executable,
-        "-m",
-        "django",
-        "backfill",
-        "worker",
-        "--run",
-        str(run.pk),
-        "--database",
-        using,
-        "--exit-when-idle",
-        "--idle-poll",
-        "0.2",
-        "-v",
-        "0",
-    ]
+def worker_command(targets: Sequence[tuple[str, BackfillRun]]) -> list[str]:
+    """The command line of one local worker process draining *targets* (alias, run)."""
+    command = [sys.executable, "-m", "django", "backfill", "worker"]
+    for using, run in targets:
+        command += ["--database", using, "--run", f"{using}:{run.pk}"]
+    return [*command, "--exit-when-idle", "--idle-poll", "0.2", "-v", "0"]
 
 
 def worker_env() -> dict[str, str]:
@@ -197,27 +207,41 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-class ParallelRunner:
-    """What ``run --workers N`` does after the run is open: start and watch the workers."""
+class _Target:
+    """One run of a ``run --workers`` invocation (one per ``--database``) and its display."""
 
-    def __init__(
-        self, verb: Subcommand, opened: ParallelRun, workers: int, listener: Listener
-    ) -> None:
-        self.verb = verb
-        self.using = verb.database
+    def __init__(self, opened: ParallelRun, using: str, listener: Listener) -> None:
         self.run = opened.run
         self.how = opened.how
-        self.workers = workers
+        self.using = using
         self.listener = listener
-        self.ledger = Ledger(self.using, float(conf.get("LEASE_SECONDS")))
+        self.ledger = Ledger(using, float(conf.get("LEASE_SECONDS")))
         self.partitions = Partitions(self.ledger)
+        self.shown = 0
+
+    def snapshot(self) -> RunSnapshot:
+        self.partitions.roll_up(self.run)
+        self.ledger.read(self.run)
+        return RunSnapshot.of(self.run)
+
+
+class ParallelRunner:
+    """What ``run --workers N`` does once its runs are open: start N local worker processes
+    (each draining every run of the invocation), show progress, start another worker when
+    one dies while the runs go on, and pause the runs on SIGINT/SIGTERM/SIGHUP."""
+
+    def __init__(self, verb: Subcommand, targets: Sequence[_Target], workers: int) -> None:
+        self.verb = verb
+        self.targets = list(targets)
+        self.workers = workers
         self.children: list[subprocess.Popen[bytes]] = []
         self.signum: int | None = None
+        self.paused = False
         self.aborted = False
 
     def spawn(self) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
-            worker_command(self.run, self.using),
+            worker_command([(t.using, t.run) for t in self.targets]),
             env=worker_env(),
             stdin=subprocess.DEVNULL,
             stdout=None if self.verb.verbosity >= 2 else subprocess.DEVNULL,
@@ -225,19 +249,16 @@ class ParallelRunner:
         self.children.append(child)
         return child
 
-    def snapshot(self) -> RunSnapshot:
-        self.partitions.roll_up(self.run)
-        self.ledger.read(self.run)
-        return RunSnapshot.of(self.run)
+    # Signal handlers only note the signal and signal the children; the loop writes the
+    # pause (a query from a handler could land in the middle of the loop's own).
 
     def first_signal(self, signum: int) -> None:
         self.signum = signum
-        name = fmt.signal_name(signum)
         self.verb.stderr.write(
-            f"\n{name} received: pausing the run; the workers hand their partitions back after "
-            "their current chunk (send it again to abort their chunks now)."
+            f"\n{fmt.signal_name(signum)} received: pausing the run; the workers hand their "
+            "partitions back after their current chunk (send it again to abort their chunks "
+            "now)."
         )
-        self.ledger.stop_unowned(self.ledger.read(self.run), State.PAUSED, f"interrupted by {name}")
         self._signal_children(signal.SIGTERM)
 
     def second_signal(self, signum: int) -> None:
@@ -250,65 +271,88 @@ class ParallelRunner:
                 with suppress(ProcessLookupError):
                     child.send_signal(sig)
 
+    def _pause(self) -> None:
+        assert self.signum is not None
+        reason = f"interrupted by {fmt.signal_name(self.signum)}"
+        for target in self.targets:
+            run = target.ledger.read(target.run)
+            if run.state == State.RUNNING:
+                target.ledger.stop_unowned(run, State.PAUSED, reason)
+        self.paused = True
+
     def __call__(self) -> None:
-        run = self.snapshot()
-        self.listener(RunStarted(run=run, resumed=self.how != "started"))
+        for target in self.targets:
+            run = target.snapshot()
+            target.shown = run.rows_scanned
+            target.listener(RunStarted(run=run, resumed=target.how != "started"))
         with handled(self.first_signal, self.second_signal):
             for _ in range(self.workers):
                 self.spawn()
-            shown = run.rows_scanned
             while True:
                 time.sleep(DISPLAY_EVERY)
-                run = self.snapshot()
-                if run.rows_scanned != shown:
-                    self.listener(
-                        ChunkCommitted(
-                            run=run,
-                            window_size=run.rows_scanned - shown,
-                            processed=0,
-                            seconds=DISPLAY_EVERY,
-                        )
-                    )
-                    shown = run.rows_scanned
+                if self.signum is not None and not self.paused:
+                    self._pause()
+                runs = [self._show(target) for target in self.targets]
                 running = [child for child in self.children if child.poll() is None]
-                if run.state == State.RUNNING and self.signum is None:
-                    # A worker killed (or crashed) while the run goes on: start another. Its
-                    # partition is taken over at once (its pid is gone on this host).
-                    for child in self.children:
-                        if child.returncode not in (None, 0) and child not in running:
-                            self.verb.stderr.write(
-                                f"worker pid {child.pid} ended with status {child.returncode}; "
-                                "starting another"
-                            )
-                            self.children.remove(child)
-                            running.append(self.spawn())
-                            break
+                if any(run.state == State.RUNNING for run in runs) and self.signum is None:
+                    self._replace_dead(running)
                 if not running:
                     break
-            if run.state == State.RUNNING and self.signum is None:
-                # Every worker exited with the run still open: only completion can be left.
-                Worker(databases=[self.using], run_ids=[self.run.pk], exit_when_idle=True).run()
-                run = self.snapshot()
-        self.finish(run)
-
-    def finish(self, run: RunSnapshot) -> None:
-        if run.state == State.COMPLETED:
-            self.listener(RunCompleted(run=run))
-        elif run.state == State.PAUSED:
-            self.listener(RunPaused(run=run, reason=run.status_reason or "paused"))
-        elif run.state == State.CANCELLED:
-            self.listener(RunCancelled(run=run, reason=run.status_reason or "cancelled"))
-        elif run.state == State.FAILED:
-            error = BackfillFailed(run.last_error or "failed")
-            self.listener(RunFailed(run=run, error=error))
-            raise CommandError(
-                f"Backfill {run.label} failed: {run.last_error}. The committed chunks are "
-                "kept; fix the cause and run it again to resume."
-            )
-        if self.aborted and self.signum is not None:
-            raise SystemExit(128 + self.signum)
+            if self.signum is None and any(run.state == State.RUNNING for run in runs):
+                # Every worker exited with a run still open: only completion can be left.
+                Worker(
+                    databases=[t.using for t in self.targets],
+                    run_ids={t.using: [t.run.pk] for t in self.targets},
+                    exit_when_idle=True,
+                ).run()
+                runs = [target.snapshot() for target in self.targets]
+        failed = [self.finish(target, run) for target, run in zip(self.targets, runs, strict=True)]
+        if any(failed):
+            raise CommandError(" ".join(message for message in failed if message))
         if self.signum is not None:
             raise SystemExit(128 + self.signum)
+
+    def _show(self, target: _Target) -> RunSnapshot:
+        run = target.snapshot()
+        if run.rows_scanned != target.shown:
+            target.listener(
+                ChunkCommitted(
+                    run=run,
+                    window_size=run.rows_scanned - target.shown,
+                    processed=0,
+                    seconds=DISPLAY_EVERY,
+                )
+            )
+            target.shown = run.rows_scanned
+        return run
+
+    def _replace_dead(self, running: list[subprocess.Popen[bytes]]) -> None:
+        """A worker killed (or crashed) while the runs go on: start another. Its partition is
+        taken over at once (its pid is gone on this host)."""
+        for child in self.children:
+            if child.returncode not in (None, 0) and child not in running:
+                self.verb.stderr.write(
+                    f"worker pid {child.pid} ended with status {child.returncode}; starting another"
+                )
+                self.children.remove(child)
+                running.append(self.spawn())
+                return
+
+    def finish(self, target: _Target, run: RunSnapshot) -> str:
+        """Show how *run* ended; the error message if it failed."""
+        if run.state == State.COMPLETED:
+            target.listener(RunCompleted(run=run))
+        elif run.state == State.PAUSED:
+            target.listener(RunPaused(run=run, reason=run.status_reason or "paused"))
+        elif run.state == State.CANCELLED:
+            target.listener(RunCancelled(run=run, reason=run.status_reason or "cancelled"))
+        elif run.state == State.FAILED:
+            target.listener(RunFailed(run=run, error=BackfillFailed(run.last_error or "failed")))
+            return (
+                f"Backfill {run.label} failed on {target.using!r}: {run.last_error}. The "
+                "committed chunks are kept; fix the cause and run it again to resume."
+            )
+        return ""
 
 
 def run_parallel(
@@ -316,36 +360,43 @@ def run_parallel(
     backfill_cls: type[Backfill],
     options: dict[str, Any],
     run_options: RunOptions,
-    listener: Listener,
+    display: Callable[[str], Listener],
 ) -> None:
-    """``run --workers N``: open the run, then start local workers or enqueue tasks."""
+    """``run --workers N``: open the run on each --database, then start local workers or
+    enqueue tasks. *display* makes the listener of the run on an alias."""
     workers = options["workers"]
-    opened = start_parallel(
-        backfill_cls,
-        workers=workers,
-        max_workers=options.get("max_workers"),
-        using=verb.database,
-        options=run_options,
-    )
-    run = opened.run
-    if opened.how == "already completed":
-        verb.write(
-            f"{run.label} already completed (run #{run.pk}, finished "
-            f"{fmt.iso_timestamp(run.finished_at)}). Pass --restart to run it again from "
-            "the first row."
+    targets = []
+    for using in verb.databases:
+        opened = start_parallel(
+            backfill_cls,
+            workers=workers,
+            max_workers=options.get("max_workers"),
+            using=using,
+            options=run_options,
         )
-        return
-    if options.get("enqueue"):
-        from ..tasks import enqueue_workers
+        run = opened.run
+        where = f" on {using!r}" if len(verb.databases) > 1 else ""
+        if opened.how == "already completed":
+            verb.write(
+                f"{run.label} already completed{where} (run #{run.pk}, finished "
+                f"{fmt.iso_timestamp(run.finished_at)}). Pass --restart to run it again from "
+                "the first row."
+            )
+            continue
+        if options.get("enqueue"):
+            from ..tasks import enqueue_workers
 
-        backend = enqueue_workers(run, workers, using=verb.database)
-        verb.write(
-            f"{opened.how.capitalize()} run #{run.pk} of {run.label}: "
-            f"{fmt.count(run.partitions.count(), 'partition')}; enqueued "
-            f"{fmt.count(workers, 'worker task')} on {backend}. Watch it with "
-            f"`backfill status {run.name} -v`."
-        )
+            backend = enqueue_workers(run, workers, using=using)
+            verb.write(
+                f"{opened.how.capitalize()} run #{run.pk} of {run.label}{where}: "
+                f"{fmt.count(run.partitions.count(), 'partition')}; enqueued "
+                f"{fmt.count(workers, 'worker task')} on {backend}. Watch it with "
+                f"`backfill status {run.name} -v 2`."
+            )
+            continue
+        targets.append(_Target(opened, using, display(using)))
+    if not targets:
         return
-    live = listener if isinstance(listener, RichProgress) else nullcontext()
-    with live:
-        ParallelRunner(verb, opened, workers, listener)()
+    lives = [t.listener for t in targets if isinstance(t.listener, RichProgress)]
+    with lives[0] if len(lives) == 1 else nullcontext():
+        ParallelRunner(verb, targets, workers)()

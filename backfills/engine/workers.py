@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -119,14 +119,15 @@ class SharedHealth(HealthGate):
 
 class Worker:
     """Drains partitions of running parallel runs on *databases* (of *run_ids* only, if
-    given) until stopped, out of time (*max_seconds*), or, with *exit_when_idle*, until no
-    partition of those runs is left to walk or to wait for."""
+    given: ids applied on every database, or a mapping of alias to ids) until stopped, out of
+    time (*max_seconds*), or, with *exit_when_idle*, until no partition of those runs is left
+    to walk or to wait for."""
 
     def __init__(
         self,
         *,
         databases: Sequence[str] = (DEFAULT_DB_ALIAS,),
-        run_ids: Sequence[int] | None = None,
+        run_ids: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
         max_seconds: float | None = None,
         exit_when_idle: bool = False,
         idle_poll: float = 1.0,
@@ -135,7 +136,17 @@ class Worker:
     ) -> None:
         self.settings: Settings = conf.snapshot()
         self.databases = list(databases)
-        self.run_ids = None if run_ids is None else list(run_ids)
+        #: The runs to drain on each database (None: every running parallel run there).
+        self.run_ids: dict[str, list[int] | None] = {
+            alias: (
+                None
+                if run_ids is None
+                else list(run_ids.get(alias, ()))
+                if isinstance(run_ids, Mapping)
+                else list(run_ids)
+            )
+            for alias in self.databases
+        }
         self.max_seconds = max_seconds
         self.exit_when_idle = exit_when_idle
         self.idle_poll = idle_poll
@@ -149,6 +160,8 @@ class Worker:
         self.signum: int | None = None
         self.result = WorkerResult()
         self._deadline = float("inf")
+        #: The next chunk size of each run (by database and id) this worker walked last.
+        self._last_size: dict[tuple[str, int], int] = {}
 
     # -- public ------------------------------------------------------------------------------
 
@@ -189,7 +202,7 @@ class Worker:
             interruptible_sleep(self.idle_poll, stopped=lambda: self.stopping)
         try:
             result.work_left = any(
-                p.unfinished_runs(self.run_ids) for p in self.partitions.values()
+                p.unfinished_runs(self.run_ids[alias]) for alias, p in self.partitions.items()
             )
         except Exception as exc:
             if not any(skipped(exc, alias, "counting the work left") for alias in self.databases):
@@ -201,12 +214,16 @@ class Worker:
         """Nothing to claim: complete the runs whose partitions are all done, ask for a split
         if a run still has work; True if there is none left to wait for either."""
         self._complete_walked()
-        waiting = [run for p in self.partitions.values() for run in p.unfinished_runs(self.run_ids)]
+        waiting = [
+            run
+            for alias, p in self.partitions.items()
+            for run in p.unfinished_runs(self.run_ids[alias])
+        ]
         if not waiting:
             return self.exit_when_idle
         if any(
-            p.request_split(self.run_ids, min_rows=4 * self.settings.min_batch_size)
-            for p in self.partitions.values()
+            p.request_split(self.run_ids[alias], min_rows=4 * self.settings.min_batch_size)
+            for alias, p in self.partitions.items()
         ):
             self.report("asked the worker with the largest remainder to split it")
         return False
@@ -214,8 +231,8 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------------
 
     def _claim(self) -> PartitionLease | None:
-        for partitions in self.partitions.values():
-            lease = partitions.claim(self.owner, self.run_ids)
+        for alias, partitions in self.partitions.items():
+            lease = partitions.claim(self.owner, self.run_ids[alias])
             if lease is not None:
                 p = lease.partition
                 self.report(
@@ -226,8 +243,8 @@ class Worker:
         return None
 
     def _complete_walked(self) -> None:
-        for partitions in self.partitions.values():
-            for run in partitions.walked_runs(self.run_ids):
+        for alias, partitions in self.partitions.items():
+            for run in partitions.walked_runs(self.run_ids[alias]):
                 self._complete(partitions, run)
 
     def _complete(self, partitions: Partitions, run: BackfillRun) -> None:
@@ -258,8 +275,12 @@ class Worker:
         partitions, run, result = lease.partitions, lease.run, self.result
         backfill = self._backfill(run, lease.using)
         backfill_cls = type(backfill)
+        # Chunks start at the size this worker's last partition of the run ended with (a new
+        # partition would otherwise start again at INITIAL_BATCH_SIZE and grow 20% a chunk).
+        key = (lease.using, run.pk)
+        resumed = self._last_size.get(key) or lease.partition.last_chunk_size
         sizer = ChunkSizer(size=self.settings.initial_batch_size)
-        configure_sizer(sizer, run, backfill_cls, self.settings, lease.partition.last_chunk_size)
+        configure_sizer(sizer, run, backfill_cls, self.settings, resumed)
         step = ChunkStep(
             backfill,
             lease,
@@ -299,7 +320,7 @@ class Worker:
                 cursor = done.window.upper
                 result.chunks += 1
                 result.rows += done.window.size
-                sizer.observe(done.window.size, done.seconds)
+                self._last_size[key] = sizer.observe(done.window.size, done.seconds)
                 walk.pace(done.seconds)
         except LeaseLost as exc:
             logger.warning("%s", exc)
@@ -465,7 +486,7 @@ class _Walk:
 def run_worker(
     *,
     databases: Sequence[str] = (DEFAULT_DB_ALIAS,),
-    run_ids: Sequence[int] | None = None,
+    run_ids: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     max_seconds: float | None = None,
     exit_when_idle: bool = True,
     **kwargs: Any,

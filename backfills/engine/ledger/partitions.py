@@ -269,15 +269,18 @@ class Partitions:
 
     def request_split(self, run_ids: list[int] | None, min_rows: int) -> bool:
         """Ask the owner of the leased partition with the largest remainder to split it (at
-        its next chunk boundary); False if no partition has more than *min_rows* left to
-        walk (as far as its key range tells: a partition's rows are counted only when split)."""
+        its next chunk boundary); False if no partition has more than *min_rows*, and more
+        than two of its owner's chunks, left to walk (as far as its key range tells: a
+        partition's rows are counted only when split). A remainder of a chunk or two is
+        walked sooner by its owner than claimed by another worker."""
         busy = self.rows.filter(state=Part.RUNNING, split_requested=False, run__state=State.RUNNING)
         if run_ids is not None:
             busy = busy.filter(run_id__in=run_ids)
         best: tuple[int, BackfillPartition] | None = None
         for partition in busy.select_related("run"):
             left = _rows_left(partition)
-            if left > min_rows and (best is None or left > best[0]):
+            enough = max(min_rows, 2 * (partition.last_chunk_size or 0))
+            if left > enough and (best is None or left > best[0]):
                 best = (left, partition)
         if best is None:
             return False

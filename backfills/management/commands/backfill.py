@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from backfills.cli import SUBCOMMANDS
@@ -32,13 +32,21 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         database = options["database"]
-        check_database(database)
+        databases = options.get("databases") or [database]
+        for alias in databases:
+            check_database(alias)
         verb_cls = next(verb for verb in SUBCOMMANDS if verb.name == options["subcommand"])
+        if len(databases) > 1 and not verb_cls.takes_shards:
+            raise CommandError(
+                f"`backfill {verb_cls.name}` takes one --database; only `run --workers N` and "
+                "`worker` take several (one run per alias)."
+            )
         verb = verb_cls(
             stdout=self.stdout,
             stderr=self.stderr,
             console=self.console,
             database=database,
+            databases=databases,
             verbosity=options.get("verbosity", 1),
         )
         try:
