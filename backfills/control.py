@@ -220,8 +220,9 @@ def resume(
         return ControlResult(
             snapshot(opened.run, ledger),
             "unchanged" if opened.how == "joined" else "resumed",
-            f"Run #{run.pk} of {run.label} is running again: its workers (`backfill worker`, "
-            f"tasks, or `backfill run {run.name} --workers N`) claim its partitions.",
+            f"Run #{run.pk} of {run.label} is running again; it needs workers to claim its "
+            f"partitions: `backfill worker` processes, `backfill run {run.name}` (its "
+            f"{run.workers} workers here) or `backfill run {run.name} --workers N --enqueue`.",
         )
     return run_backfill(
         backfill_cls,

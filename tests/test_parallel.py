@@ -59,7 +59,9 @@ class Processes:
         self.started: list[subprocess.Popen[str]] = []
         self.seen: dict[int, psutil.Process] = {}
 
-    def start(self, args: list[str], settings: str = "tests.settings") -> subprocess.Popen[str]:
+    def start(
+        self, args: list[str], settings: str = "tests.settings", *, new_session: bool = False
+    ) -> subprocess.Popen[str]:
         n = len(self.started)
         out = open(self.tmp / f"{n}.out", "w")  # noqa: SIM115 - closed with the process
         err = open(self.tmp / f"{n}.err", "w")  # noqa: SIM115
@@ -71,6 +73,9 @@ class Processes:
             stdout=out,
             stderr=err,
             text=True,
+            # Its own process group, as a shell gives a foreground job: the test can then
+            # signal the group the way a terminal's Ctrl-C does.
+            start_new_session=new_session,
         )
         out.close()
         err.close()
@@ -512,6 +517,31 @@ def test_sigterm_to_the_parent_pauses_the_run_and_run_again_finishes(procs: Proc
     assert code == 0, err
     assert "Completed run #" in out, out
     assert_completed_exactly_once(rows)
+
+
+@multi_writer
+def test_ctrl_c_in_a_terminal_pauses_gracefully_without_aborting_the_workers_chunks(
+    procs: Processes,
+) -> None:
+    """A terminal sends SIGINT to its whole foreground process group. The workers are not in
+    it: they get one SIGTERM from the parent and finish their chunks (a SIGINT and then a
+    SIGTERM would count as a second signal and abort them)."""
+    rows = 20_000
+    seed(rows)
+    parent = procs.start(run_workers(2), new_session=True)
+    wait_for(lambda: len(procs.workers(parent)) == 2 and chunks_committed() >= 6, timeout=30)
+    workers = procs.workers(parent)
+    os.killpg(parent.pid, signal.SIGINT)
+    code, out, err = procs.wait(parent, timeout=30)
+    assert code == 128 + signal.SIGINT, err
+    assert "Aborted" not in err, err
+    wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
+    run = the_run()
+    assert run is not None
+    assert (run.state, run.status_reason) == ("paused", "interrupted by SIGINT")
+    assert f"Paused run #{run.pk} of {NAME} at its partitions' checkpoints" in out, out
+    wait_until_killed_sessions_end()
+    assert_data_matches_partitions(run)
 
 
 @multi_writer

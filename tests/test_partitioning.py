@@ -91,7 +91,8 @@ def test_one_worker_walks_a_parallel_run_to_completion_and_status_shows_partitio
     assert planned == 4
 
     out, _ = run_command("status", "testapp.count_items", verbosity=2)
-    assert "parallel (1 worker asked): 4 partitions, 0 done, 0 leased, 4 pending" in out
+    assert "parallel (1 worker asked" in out  # SQLite adds "at most 1 at once"
+    assert "4 partitions, 0 done, 0 leased, 4 pending" in out
     assert "interrupted: no live worker holds a partition" in out
     assert f"Partitions of run #{run.pk}" in out
 
@@ -231,3 +232,51 @@ def test_an_idle_worker_asks_the_biggest_remainder_to_split_and_its_owner_does()
     ranges = [(p.lower, p.upper) for p in BackfillPartition.objects.filter(run=run)]
     rows = [count_range(Item, USING, lower and int(lower), int(up)) for lower, up in ranges]
     assert sum(rows) == 400 and len(ranges) == 5
+
+
+def test_partial_run_options_are_refused_with_workers(run_command: Any) -> None:
+    from django.core.management.base import CommandError
+
+    Item.objects.bulk_create(Item() for _ in range(30))
+    with pytest.raises(CommandError, match="--limit, --max-chunks apply to a run in this process"):
+        run_command(
+            "run", "testapp.count_items", "--workers", "1", "--limit", "5", "--max-chunks", "1"
+        )
+    with pytest.raises(CommandError, match="--max-workers and --enqueue go with --workers N"):
+        run_command("run", "testapp.count_items", "--enqueue")
+    assert not BackfillRun.objects.exists()
+    assert not Item.objects.filter(counter__gt=0).exists()
+
+
+def test_a_walked_run_left_uncompleted_counts_as_work_left_and_is_completed_later() -> None:
+    """The worker that finished the last partition died before completing the run: a task
+    that stops now must still enqueue another, and the next idle worker completes it."""
+    Item.objects.bulk_create(Item() for _ in range(20))
+    run = start_parallel(registry.get("testapp.count_items"), workers=1).run
+    BackfillPartition.objects.filter(run=run).update(state="done")
+    assert run_worker(run_ids=[run.pk], max_seconds=0.0).work_left
+    assert BackfillRun.objects.get(pk=run.pk).state == "running"
+    done = run_worker(run_ids=[run.pk], exit_when_idle=True, idle_poll=0.05)
+    assert done.completed_runs == [run.pk] and not done.work_left
+
+
+def test_a_post_check_that_raises_fails_the_run_instead_of_the_worker() -> None:
+    from backfills.registry import register
+
+    class RaisingCheck(registry.get("testapp.count_items")):  # type: ignore[misc]
+        name = "testapp.raising_post_check"
+
+        def post_check(self) -> str | None:
+            raise RuntimeError("the check itself is broken")
+
+    register(RaisingCheck)
+    try:
+        Item.objects.bulk_create(Item() for _ in range(20))
+        run = start_parallel(RaisingCheck, workers=1).run
+        result = run_worker(run_ids=[run.pk], exit_when_idle=True, idle_poll=0.05)
+        assert result.rows == 20 and result.completed_runs == []
+        run.refresh_from_db()
+        assert run.state == "failed"
+        assert "the check itself is broken" in run.error_message
+    finally:
+        registry.unregister(RaisingCheck.name)

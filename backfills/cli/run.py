@@ -113,6 +113,24 @@ class _RunVerb(Subcommand):
         )
         workers = self.parallel_workers(backfill_cls, options, restart)
         if workers is not None:
+            serial_only = [
+                flag
+                for flag, key in (
+                    ("--limit", "limit"),
+                    ("--max-chunks", "max_chunks"),
+                    ("--pause-file", "pause_file"),
+                )
+                if options.get(key)
+            ]
+            if serial_only:
+                raise CommandError(
+                    f"{', '.join(serial_only)} apply to a run in this process, not to a "
+                    "parallel run: stop one with `backfill pause`, and give its workers a "
+                    "pause file with the PAUSE_FILE setting."
+                )
+        elif options.get("max_workers") or options.get("enqueue"):
+            raise CommandError("--max-workers and --enqueue go with --workers N.")
+        if workers is not None:
             from .worker import run_parallel
 
             run_parallel(

@@ -25,9 +25,9 @@ from .. import conf
 from ..display import format as fmt
 from ..display.progress import RichProgress
 from ..engine.ledger import Ledger, Partitions
-from ..engine.parallel import ParallelRun, start_parallel
+from ..engine.parallel import ParallelRun, check_workers, start_parallel
 from ..engine.runner import RunOptions
-from ..engine.workers import Worker
+from ..engine.workers import Worker, skipped
 from ..events import ChunkCommitted, RunCancelled, RunCompleted, RunFailed, RunPaused, RunStarted
 from ..exceptions import Abort, BackfillFailed
 from ..models import BackfillRun
@@ -42,6 +42,8 @@ State = BackfillRun.State
 
 #: How often the parent of local workers reads the run's figures for its display.
 DISPLAY_EVERY = 0.25
+#: A worker that keeps dying (a bug, not a kill) is replaced at most this many times each.
+MAX_REPLACEMENTS_PER_WORKER = 10
 
 
 def _stop_signals() -> tuple[signal.Signals, ...]:
@@ -238,6 +240,8 @@ class ParallelRunner:
         self.signum: int | None = None
         self.paused = False
         self.aborted = False
+        #: Workers started in place of one that died.
+        self.replaced = 0
 
     def spawn(self) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
@@ -245,6 +249,9 @@ class ParallelRunner:
             env=worker_env(),
             stdin=subprocess.DEVNULL,
             stdout=None if self.verb.verbosity >= 2 else subprocess.DEVNULL,
+            # Not in the terminal's process group: Ctrl-C reaches the parent only, which
+            # pauses the run and sends each worker one SIGTERM (a second would abort chunks).
+            start_new_session=True,
         )
         self.children.append(child)
         return child
@@ -290,9 +297,16 @@ class ParallelRunner:
                 self.spawn()
             while True:
                 time.sleep(DISPLAY_EVERY)
-                if self.signum is not None and not self.paused:
-                    self._pause()
-                runs = [self._show(target) for target in self.targets]
+                try:
+                    if self.signum is not None and not self.paused:
+                        self._pause()
+                    runs = [self._show(target) for target in self.targets]
+                except Exception as exc:
+                    # A lock wait or a dropped connection: look again at the next tick (the
+                    # workers go on meanwhile). Anything else is a real error.
+                    if not skipped(exc, [t.using for t in self.targets], "watching the run"):
+                        raise
+                    continue
                 running = [child for child in self.children if child.poll() is None]
                 if any(run.state == State.RUNNING for run in runs) and self.signum is None:
                     self._replace_dead(running)
@@ -311,6 +325,13 @@ class ParallelRunner:
             raise CommandError(" ".join(message for message in failed if message))
         if self.signum is not None:
             raise SystemExit(128 + self.signum)
+        if any(
+            run.state == State.PAUSED and run.status_reason.startswith("critical") for run in runs
+        ):
+            from .run import CRITICAL_EXIT
+
+            self.verb.stderr.write("Paused on a critical health threshold.")
+            raise SystemExit(CRITICAL_EXIT)
 
     def _show(self, target: _Target) -> RunSnapshot:
         run = target.snapshot()
@@ -331,10 +352,18 @@ class ParallelRunner:
         taken over at once (its pid is gone on this host)."""
         for child in self.children:
             if child.returncode not in (None, 0) and child not in running:
+                self.children.remove(child)
+                if self.replaced >= MAX_REPLACEMENTS_PER_WORKER * self.workers:
+                    self.verb.stderr.write(
+                        f"worker pid {child.pid} ended with status {child.returncode}; "
+                        f"{self.replaced} workers replaced already, not starting another "
+                        "(see the workers' errors above)"
+                    )
+                    return
                 self.verb.stderr.write(
                     f"worker pid {child.pid} ended with status {child.returncode}; starting another"
                 )
-                self.children.remove(child)
+                self.replaced += 1
                 running.append(self.spawn())
                 return
 
@@ -365,6 +394,8 @@ def run_parallel(
     """``run --workers N``: open the run on each --database, then start local workers or
     enqueue tasks. *display* makes the listener of the run on an alias."""
     workers = options["workers"]
+    for using in verb.databases:  # before any run is opened: all aliases or none
+        check_workers(workers, using)
     targets = []
     for using in verb.databases:
         opened = start_parallel(

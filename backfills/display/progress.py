@@ -72,7 +72,10 @@ def end_message(event: Event) -> str | None:
             f"({fmt.rate(run.rate)}){throttled}{retries}{failed}."
         )
     if isinstance(event, RunPaused):
-        where = "before its first chunk" if run.cursor is None else f"at cursor pk {run.cursor}"
+        if run.parallel:
+            where = "at its partitions' checkpoints"
+        else:
+            where = "before its first chunk" if run.cursor is None else f"at cursor pk {run.cursor}"
         return (
             f"Paused run #{run.pk} of {run.label} {where} ({done}): "
             f"{event.reason}. Run the same command again to resume."

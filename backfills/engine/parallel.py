@@ -43,6 +43,16 @@ class ParallelRun:
     how: str
 
 
+def check_workers(workers: int, using: str) -> None:
+    """Refuse more than one worker on a database with a single writer (SQLite)."""
+    if workers > 1 and vendor_for(connections[using]).single_writer:
+        raise BackfillConfigurationError(
+            f"Database {using!r} ({connections[using].vendor}) has one writer at a time: more "
+            "than one worker would only wait on each other. Run with --workers 1, or use "
+            "PostgreSQL or MySQL/MariaDB."
+        )
+
+
 def start_parallel(
     backfill_cls: type[Backfill],
     *,
@@ -57,12 +67,10 @@ def start_parallel(
     options = options or RunOptions()
     if workers < 1 or (max_workers is not None and max_workers < 1):
         raise BackfillConfigurationError("workers and max_workers must be at least 1.")
-    if workers > 1 and vendor_for(connections[using]).single_writer:
-        raise BackfillConfigurationError(
-            f"Database {using!r} ({connections[using].vendor}) has one writer at a time: more "
-            "than one worker would only wait on each other. Run with --workers 1, or use "
-            "PostgreSQL or MySQL/MariaDB."
-        )
+    check_workers(workers, using)
+    if vendor_for(connections[using]).single_writer:
+        # Extra `backfill worker` processes or a task delivered twice would still be writers.
+        max_workers = 1
     settings = conf.snapshot()
     check_given(backfill_cls.name, backfill_cls.parameters, options.parameters)
     check_requirements(backfill_cls, using)

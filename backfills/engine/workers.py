@@ -48,18 +48,19 @@ State = BackfillRun.State
 RELEASE = "release"
 
 
-def skipped(exc: BaseException, using: str, what: str) -> bool:
+def skipped(exc: BaseException, using: str | Sequence[str], what: str) -> bool:
     """Whether *exc* is a transient database error (a lock wait on the run row every worker
     writes, a deadlock, a dropped connection) in a write that can simply be made again later:
-    then it is logged, a broken connection is closed for the next query to reopen, and the
-    caller goes on. Only chunks fail a run (after their retries); bookkeeping around them
-    waits for a better moment."""
+    then it is logged, the broken connections of *using* (one alias or several) are closed for
+    the next query to reopen, and the caller goes on. Only chunks fail a run (after their
+    retries); bookkeeping around them waits for a better moment."""
     if not is_transient(exc):
         return False
     logger.warning("%s put off after a transient %s: %s", what, type(exc).__name__, exc)
-    connection = connections[using]
-    if connection.connection is not None and not connection.is_usable():
-        connection.close()
+    for alias in [using] if isinstance(using, str) else using:
+        connection = connections[alias]
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
     return True
 
 
@@ -197,15 +198,17 @@ class Worker:
                     result.reason = "no partition left to walk"
                     break
             except Exception as exc:
-                if not any(skipped(exc, alias, "looking for work") for alias in self.databases):
+                if not skipped(exc, self.databases, "looking for work"):
                     raise
             interruptible_sleep(self.idle_poll, stopped=lambda: self.stopping)
         try:
+            # Walked runs count too: their completion may be all that is left (the worker that
+            # finished the last partition can die before recording it).
             result.work_left = any(
-                p.unfinished_runs(self.run_ids[alias]) for alias, p in self.partitions.items()
+                p.running_runs(self.run_ids[alias]) for alias, p in self.partitions.items()
             )
         except Exception as exc:
-            if not any(skipped(exc, alias, "counting the work left") for alias in self.databases):
+            if not skipped(exc, self.databases, "counting the work left"):
                 raise
             result.work_left = True  # a task enqueued again finds out
         return result
@@ -248,9 +251,16 @@ class Worker:
                 self._complete(partitions, run)
 
     def _complete(self, partitions: Partitions, run: BackfillRun) -> None:
-        backfill = self._backfill(run, partitions.using)
         if not run.reverse:
-            problem = backfill.post_check()
+            try:
+                problem = self._backfill(run, partitions.using).post_check()
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # put off by the caller: the next idle look checks again
+                partitions.fail(run, exc)
+                logger.exception("backfill %s run #%s: post_check raised", run.label, run.pk)
+                self.report(f"{run.label} run #{run.pk} failed: post_check raised {exc!r}")
+                return
             if problem:
                 partitions.fail(run, CheckFailed(problem))
                 self.report(f"{run.label} run #{run.pk} failed its post_check: {problem}")

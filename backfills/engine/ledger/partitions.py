@@ -210,8 +210,10 @@ class Partitions:
         features = connections[self.using].features
         with transaction.atomic(using=self.using):
             # The run row's lock makes the max_workers count and the claim one step (claims
-            # are rare: one per partition). NO KEY UPDATE where the database has it, so that
-            # inserting a partition (a foreign key to the run) does not wait on it.
+            # are rare: one per partition). On PostgreSQL it is NO KEY UPDATE, so inserting a
+            # partition (a foreign key to the run) does not wait on it; on MySQL/MariaDB such
+            # an insert (a split) waits for the claim to commit, and without SKIP LOCKED
+            # (MariaDB < 10.6) the two can deadlock: both are retried as transient.
             run = (
                 self.ledger.runs.select_for_update(no_key=features.has_select_for_no_key_update)
                 .filter(pk=candidate.run_id, state=State.RUNNING)
@@ -235,6 +237,9 @@ class Partitions:
             mine = self.rows.filter(pk=candidate.pk, generation=candidate.generation).filter(
                 state__in=[Part.PENDING, Part.RUNNING]
             )
+            if candidate.state == Part.RUNNING:
+                # A takeover: only if the owner has not beaten since we judged it gone.
+                mine = mine.filter(heartbeat_at=candidate.heartbeat_at)
             skip_locked = features.has_select_for_update_skip_locked
             if skip_locked and not mine.select_for_update(skip_locked=True).values_list("pk"):
                 return None
@@ -293,19 +298,22 @@ class Partitions:
 
     def unfinished_runs(self, run_ids: list[int] | None = None) -> list[BackfillRun]:
         """Running parallel runs (of *run_ids*) that still have a partition to walk."""
-        runs = self.ledger.runs.filter(state=State.RUNNING, workers__isnull=False).filter(
-            Exists(self.rows.filter(run_id=OuterRef("pk")).exclude(state=Part.DONE))
-        )
-        if run_ids is not None:
-            runs = runs.filter(pk__in=run_ids)
-        return list(runs)
+        return self.running_runs(run_ids, walked=False)
 
     def walked_runs(self, run_ids: list[int] | None = None) -> list[BackfillRun]:
         """Running parallel runs whose partitions are all done: only completion is left
         (the worker that finished the last one may have died before recording it)."""
-        runs = self.ledger.runs.filter(state=State.RUNNING, workers__isnull=False).exclude(
-            Exists(self.rows.filter(run_id=OuterRef("pk")).exclude(state=Part.DONE))
-        )
+        return self.running_runs(run_ids, walked=True)
+
+    def running_runs(
+        self, run_ids: list[int] | None = None, *, walked: bool | None = None
+    ) -> list[BackfillRun]:
+        """Running parallel runs (of *run_ids*): all of them, or only those whose partitions
+        are all done (*walked* True) or not (False)."""
+        runs = self.ledger.runs.filter(state=State.RUNNING, workers__isnull=False)
+        if walked is not None:
+            left = Exists(self.rows.filter(run_id=OuterRef("pk")).exclude(state=Part.DONE))
+            runs = runs.exclude(left) if walked else runs.filter(left)
         if run_ids is not None:
             runs = runs.filter(pk__in=run_ids)
         return list(runs)
