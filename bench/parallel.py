@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # noqa: E402  (sets Django up on DATABASE_URL's database)
-from django.db import connection, connections, transaction  # noqa: E402
+from django.db import OperationalError, connection, connections, transaction  # noqa: E402
 from django.db.models import F, Max  # noqa: E402
 from django.db.models.functions import Mod  # noqa: E402
 from django.utils.text import slugify  # noqa: E402
@@ -188,8 +188,17 @@ def shard(k: int, n: int, latency_ms: float, cpu_loops: int) -> int:
             return done
         for post in batch:
             post.slug = wait_and_slug(post.title, latency_ms, cpu_loops)
-        with transaction.atomic():
-            bench.hand_values_update(batch)
+        for attempt in range(10):
+            try:
+                with transaction.atomic():
+                    bench.hand_values_update(batch)
+                break
+            except OperationalError:
+                # MariaDB: interleaved shards' joined UPDATEs take next-key locks on each
+                # other's rows and deadlock now and then (seen in CI); retry as any job would.
+                if attempt == 9:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
         last, done = batch[-1].pk, done + len(batch)
 
 

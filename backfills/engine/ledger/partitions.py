@@ -277,13 +277,22 @@ class Partitions:
         its next chunk boundary); False if no partition has more than *min_rows*, and more
         than two of its owner's chunks, left to walk (as far as its key range tells: a
         partition's rows are counted only when split). A remainder of a chunk or two is
-        walked sooner by its owner than claimed by another worker."""
-        busy = self.rows.filter(state=Part.RUNNING, split_requested=False, run__state=State.RUNNING)
+        walked sooner by its owner than claimed by another worker. Runs that still have a
+        pending partition are left alone: a worker idle there is held back by ``max_workers``,
+        and splitting would only make more partitions to wait for."""
+        busy = (
+            self.rows.filter(state=Part.RUNNING, split_requested=False, run__state=State.RUNNING)
+            .exclude(Exists(self.rows.filter(run_id=OuterRef("run_id"), state=Part.PENDING)))
+            .select_related("run")
+        )
         if run_ids is not None:
             busy = busy.filter(run_id__in=run_ids)
         best: tuple[int, BackfillPartition] | None = None
-        for partition in busy.select_related("run"):
-            left = _rows_left(partition)
+        counts: dict[int, int] = {}
+        for partition in busy:
+            if partition.run_id not in counts:
+                counts[partition.run_id] = self.rows.filter(run_id=partition.run_id).count()
+            left = _rows_left(partition, counts[partition.run_id])
             enough = max(min_rows, 2 * (partition.last_chunk_size or 0))
             if left > enough and (best is None or left > best[0]):
                 best = (left, partition)
@@ -343,7 +352,11 @@ class Partitions:
                 name: Greatest(F(name), Value(value, output_field=_run_field(name)))
                 for name, value in fields.items()
             },
-            updated_at=last or timezone.now(),
+            # Never backwards either: a late roll-up carries older partitions' times.
+            updated_at=Greatest(
+                F("updated_at"),
+                Value(last or timezone.now(), output_field=_run_field("updated_at")),
+            ),
         )
         row = self.ledger.runs.filter(pk=run.pk).values(*COUNTERS).first()
         for key, value in (row or fields).items():
@@ -420,16 +433,16 @@ def _run_field(name: str) -> Field[Any, Any]:
     return field
 
 
-def _rows_left(partition: BackfillPartition) -> int:
+def _rows_left(partition: BackfillPartition, partitions: int) -> int:
     """Keys left in *partition*'s range as far as its bounds tell (integer keys), else its
-    size estimated from the run's total."""
+    size estimated from the run's total over its *partitions*."""
     try:
         if partition.cursor is not None:
             return int(partition.upper) - int(partition.cursor)
     except ValueError:
         pass
     run = partition.run
-    share = (run.rows_total or 0) // max(1, run.partitions.count())
+    share = (run.rows_total or 0) // max(1, partitions)
     return max(0, share - partition.rows_scanned)
 
 
