@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from django.core.management.base import CommandError, OutputWrapper
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from rich.console import Console
 
-from ..exceptions import BackfillError
+from ..exceptions import Abort, BackfillError
 from ..parameters import parse_parameters, split_assignments
 
 if TYPE_CHECKING:
@@ -240,3 +242,42 @@ def as_command_error(exc: Exception, alias: str) -> CommandError:
         return CommandError(not_installed_message(alias))
     # Connection refused, server gone away: say which database and what it said.
     return CommandError(f"Database {alias!r} error: {type(exc).__name__}: {exc}".strip())
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+#: Closing the terminal (SIGHUP) or `kill` (SIGTERM) stop a run like Ctrl-C does.
+STOP_SIGNALS = tuple(
+    sig
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+    if sig is not None  # no SIGHUP on Windows
+)
+
+
+def abort(signum: int) -> None:
+    """The second signal: abort the chunk in progress (it rolls back)."""
+    raise Abort(signum)
+
+
+@contextmanager
+def stop_signals(first: Callable[[int], None], second: Callable[[int], None]) -> Iterator[None]:
+    """Call *first(signum)* on the first SIGINT/SIGTERM/SIGHUP and *second(signum)* on any
+    later one, restoring the previous handlers afterwards (none are installed outside the
+    main thread, e.g. for call_command from a worker thread)."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        (first if len(received) == 1 else second)(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        for sig in previous:
+            signal.signal(sig, handler)
+    except ValueError:
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -20,19 +18,22 @@ from ..engine.runner import Outcome, Runner, RunOptions
 from ..events import Listener
 from ..exceptions import Abort
 from ..registry import registry
-from .base import Subcommand, add_param_argument, confirm, given_parameters, positive_int, seconds
+from .base import (
+    Subcommand,
+    abort,
+    add_param_argument,
+    confirm,
+    given_parameters,
+    positive_int,
+    seconds,
+    stop_signals,
+)
 
 #: Exit status when a run stopped on a signal: 128 + its number (130, 143, 129 for SIGHUP),
 #: as shells report a process ended by that signal.
 SIGNAL_EXIT_BASE = 128
 #: Exit status when a critical health threshold paused the run (sysexits' EX_TEMPFAIL).
 CRITICAL_EXIT = 75
-#: Closing the terminal (SIGHUP) or `kill` (SIGTERM) pause the run like Ctrl-C does.
-STOP_SIGNALS = tuple(
-    sig
-    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
-    if sig is not None  # no SIGHUP on Windows
-)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,35 +213,18 @@ class _RunVerb(Subcommand):
             return PlainProgress(write, interval)
         return lambda event: None
 
-    @contextmanager
-    def signals(self, runner: Runner) -> Iterator[None]:
+    def signals(self, runner: Runner) -> AbstractContextManager[None]:
         """First SIGINT/SIGTERM/SIGHUP: finish the chunk and pause. Second: abort the chunk."""
-        received: list[int] = []
 
-        def handler(signum: int, frame: Any) -> None:
-            received.append(signum)
-            if len(received) == 1:
-                name = fmt.signal_name(signum)
-                runner.request_stop(f"interrupted by {name}", signum)
-                self.stderr.write(
-                    f"\n{name} received: stopping after the current chunk commits "
-                    "(send it again to abort the chunk now)."
-                )
-                return
-            raise Abort(signum)
+        def first(signum: int) -> None:
+            name = fmt.signal_name(signum)
+            runner.request_stop(f"interrupted by {name}", signum)
+            self.stderr.write(
+                f"\n{name} received: stopping after the current chunk commits "
+                "(send it again to abort the chunk now)."
+            )
 
-        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-        try:
-            for sig in previous:
-                signal.signal(sig, handler)
-        except ValueError:
-            # Not the main thread (e.g. call_command from a worker thread): no handlers.
-            previous = {}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+        return stop_signals(first, abort)
 
 
 class RunCommand(_RunVerb):

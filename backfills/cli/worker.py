@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
@@ -32,7 +32,7 @@ from ..events import ChunkCommitted, RunCancelled, RunCompleted, RunFailed, RunP
 from ..exceptions import Abort, BackfillFailed
 from ..models import BackfillRun
 from ..snapshot import RunSnapshot
-from .base import Subcommand, positive_int, seconds
+from .base import Subcommand, abort, positive_int, seconds, stop_signals
 
 if TYPE_CHECKING:
     from ..base import Backfill
@@ -44,35 +44,6 @@ State = BackfillRun.State
 DISPLAY_EVERY = 0.25
 #: A worker that keeps dying (a bug, not a kill) is replaced at most this many times each.
 MAX_REPLACEMENTS_PER_WORKER = 10
-
-
-def _stop_signals() -> tuple[signal.Signals, ...]:
-    from .run import STOP_SIGNALS
-
-    return STOP_SIGNALS
-
-
-@contextmanager
-def handled(first: Any, second: Any) -> Iterator[None]:
-    """Call *first(signum)* on the first SIGINT/SIGTERM/SIGHUP and *second(signum)* on any
-    later one, restoring the previous handlers afterwards."""
-    received: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-        (first if len(received) == 1 else second)(signum)
-
-    previous = {sig: signal.getsignal(sig) for sig in _stop_signals()}
-    try:
-        for sig in previous:
-            signal.signal(sig, handler)
-    except ValueError:  # not the main thread
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_reference(text: str) -> str:
@@ -149,11 +120,8 @@ class WorkerCommand(Subcommand):
                 "commits (send it again to abort the chunk now)."
             )
 
-        def second(signum: int) -> None:
-            raise Abort(signum)
-
         try:
-            with handled(first, second):
+            with stop_signals(first, abort):
                 result = worker.run()
         except Abort as exc:
             self.stderr.write(
@@ -239,7 +207,6 @@ class ParallelRunner:
         self.children: list[subprocess.Popen[bytes]] = []
         self.signum: int | None = None
         self.paused = False
-        self.aborted = False
         #: Workers started in place of one that died.
         self.replaced = 0
 
@@ -269,7 +236,6 @@ class ParallelRunner:
         self._signal_children(signal.SIGTERM)
 
     def second_signal(self, signum: int) -> None:
-        self.aborted = True
         self._signal_children(signal.SIGKILL)
 
     def _signal_children(self, sig: int) -> None:
@@ -292,7 +258,7 @@ class ParallelRunner:
             run = target.snapshot()
             target.shown = run.rows_scanned
             target.listener(RunStarted(run=run, resumed=target.how != "started"))
-        with handled(self.first_signal, self.second_signal):
+        with stop_signals(self.first_signal, self.second_signal):
             for _ in range(self.workers):
                 self.spawn()
             while True:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connections
-from django.db.models import F, Field
+from django.db.models import F
 from django.utils import timezone
 
-from ...chunking import Window
-from ...db.base import column as db_column
 from ...exceptions import LeaseLost
 from ...models import BackfillRun
 from ..owners import Owner
+from .checkpoints import Checkpoints
 from .runs import RELEASED, ControlRow, error_fields
 from .transitions import check_transition
 
@@ -26,12 +24,10 @@ logger = logging.getLogger("backfills")
 State = BackfillRun.State
 
 
-class Lease:
+class Lease(Checkpoints):
     """This process's claim on one run. Every write says ``WHERE owner_token = <ours>``."""
 
-    #: The checkpoint's columns: those a chunk adds to, and those it sets.
-    ADDED = ("rows_scanned", "rows_processed", "rows_failed", "chunks_done", "time_running")
-    ASSIGNED = ("cursor", "last_chunk_size", "last_chunk_seconds", "heartbeat_at", "updated_at")
+    FENCE = "owner_token"
 
     def __init__(self, ledger: Ledger, run: BackfillRun, owner: Owner, took_over: bool) -> None:
         self.ledger = ledger
@@ -39,7 +35,7 @@ class Lease:
         self.run = run
         self.owner = owner
         self.took_over = took_over
-        self._checkpoint_sql: str | None = None
+        self._checkpoint_sql = None
 
     @property
     def position(self) -> BackfillRun:
@@ -47,105 +43,27 @@ class Lease:
         return self.run
 
     @property
+    def fence(self) -> str:
+        return self.owner.token
+
+    @property
     def label(self) -> str:
         return self.run.label
 
-    def _update(self, **fields: Any) -> int:
-        return self.ledger.runs.filter(pk=self.run.pk, owner_token=self.owner.token).update(
-            **fields
+    def lost(self) -> LeaseLost:
+        return LeaseLost(
+            f"Run #{self.run.pk} of {self.run.label} was taken over by another process; "
+            "this process stopped without committing its open chunk."
         )
+
+    def _update(self, **fields: Any) -> int:
+        return self.mine().update(**fields)
 
     def _remember(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
             setattr(self.run, key, value)
 
-    # -- while running -----------------------------------------------------------------------
-
-    def checkpoint(
-        self, window: Window, cursor: str, processed: int, failed: int, seconds: float
-    ) -> dt.datetime:
-        """Record a chunk inside its transaction and return the time it wrote; raise
-        ``LeaseLost`` (rolling the chunk back as it leaves ``atomic()``) if another process
-        took the run over.
-
-        One statement whose SQL is built once per lease (the columns come in the same order
-        every chunk): building the ORM's ``update()`` with its F() expressions took about
-        twice the database's own time for this UPDATE, in every chunk."""
-        now = timezone.now()
-        added = (window.size, processed, failed, 1, seconds)
-        assigned = (cursor, window.size, seconds, now, now)
-        connection = connections[self.using]
-        meta = BackfillRun._meta
-        if self._checkpoint_sql is None:
-            q = connection.ops.quote_name
-
-            def column(name: str) -> str:
-                field = meta.get_field(name)
-                assert isinstance(field, Field)
-                return q(db_column(field))
-
-            sets = [f"{column(name)} = {column(name)} + %s" for name in self.ADDED]
-            sets += [f"{column(name)} = %s" for name in self.ASSIGNED]
-            self._checkpoint_sql = (
-                f"UPDATE {q(meta.db_table)} SET {', '.join(sets)} "
-                f"WHERE {column('id')} = %s AND {column('owner_token')} = %s"
-            )
-        params = [
-            *added,
-            *(
-                meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
-                for name, value in zip(self.ASSIGNED, assigned, strict=True)
-            ),
-            self.run.pk,
-            self.owner.token,
-        ]
-        with connection.cursor() as db:
-            db.execute(self._checkpoint_sql, params)
-            updated = db.rowcount
-        if updated != 1:
-            raise LeaseLost(
-                f"Run #{self.run.pk} of {self.run.label} was taken over by another process; "
-                "this process stopped without committing its open chunk."
-            )
-        return now
-
-    def checkpointed(
-        self,
-        window: Window,
-        cursor: str,
-        processed: int,
-        failed: int,
-        seconds: float,
-        at: dt.datetime,
-    ) -> None:
-        """Bring the in-memory run up to the checkpoint that just committed."""
-        run = self.run
-        run.rows_scanned += window.size
-        run.rows_processed += processed
-        run.rows_failed += failed
-        run.chunks_done += 1
-        run.time_running += seconds
-        run.cursor = cursor
-        run.last_chunk_size = window.size
-        run.last_chunk_seconds = seconds
-        run.heartbeat_at = run.updated_at = at
-
-    def read_back(self) -> dict[str, Any] | None:
-        """The checkpoint as committed, if a chunk committed since the run we hold (an error
-        reported for a COMMIT does not mean the server rolled it back); else None."""
-        row = (
-            self.ledger.runs.filter(pk=self.run.pk, owner_token=self.owner.token)
-            .values("chunks_done", "cursor", "rows_scanned", "rows_processed", "rows_failed")
-            .first()
-        )
-        if row is None or row["chunks_done"] == self.run.chunks_done:
-            return None
-        return dict(row)
-
-    def adopt(self) -> None:
-        """Take the figures of a checkpoint found by ``read_back`` as ours (those columns
-        only: settings another process changed meanwhile are for ``poll`` to pick up)."""
-        self.run.refresh_from_db(using=self.using, fields=[*self.ADDED, *self.ASSIGNED])
+    # -- while running (the checkpoint itself: ``Checkpoints``) --------------------------------
 
     def heartbeat(self) -> None:
         """Tell other processes we are alive (between chunks, while sleeping or throttled)."""

@@ -20,10 +20,11 @@ from django.db.models import Exists, F, Field, Max, OuterRef, Q, QuerySet, Sum, 
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from ...chunking import KeyRange, Window
+from ...chunking import KeyRange
 from ...exceptions import LeaseLost, RunNotResumable
 from ...models import BackfillPartition, BackfillRun
 from ..owners import Owner, owner_alive, owner_gone_here
+from .checkpoints import Checkpoints
 from .runs import RELEASED, RunSettings, error_fields
 from .transitions import check_transition, sources
 
@@ -36,7 +37,7 @@ State = BackfillRun.State
 Part = BackfillPartition.State
 
 #: The counters a partition's checkpoint adds to, summed into its run by ``roll_up``.
-COUNTERS = ("rows_scanned", "rows_processed", "rows_failed", "chunks_done", "time_running")
+COUNTERS = Checkpoints.ADDED
 
 
 @dataclass(frozen=True)
@@ -446,11 +447,10 @@ def _rows_left(partition: BackfillPartition, partitions: int) -> int:
     return max(0, share - partition.rows_scanned)
 
 
-class PartitionLease:
+class PartitionLease(Checkpoints):
     """This worker's claim on one partition. Every write says ``WHERE generation = <ours>``."""
 
-    ADDED = COUNTERS
-    ASSIGNED = ("cursor", "last_chunk_size", "last_chunk_seconds", "heartbeat_at", "updated_at")
+    FENCE = "generation"
 
     def __init__(
         self,
@@ -468,7 +468,7 @@ class PartitionLease:
         self.partition = partition
         self.owner = owner
         self.took_over = took_over
-        self._checkpoint_sql: str | None = None
+        self._checkpoint_sql = None
 
     @property
     def position(self) -> BackfillPartition:
@@ -476,102 +476,25 @@ class PartitionLease:
         return self.partition
 
     @property
+    def fence(self) -> int:
+        return self.partition.generation
+
+    @property
     def label(self) -> str:
         return f"{self.run.label} partition {self.partition.number}"
 
-    def _mine(self) -> QuerySet[BackfillPartition]:
-        return self.partitions.rows.filter(
-            pk=self.partition.pk, generation=self.partition.generation
-        )
-
-    def _lost(self) -> LeaseLost:
+    def lost(self) -> LeaseLost:
         return LeaseLost(
             f"Partition {self.partition.number} of run #{self.run.pk} was taken over by another "
             "worker; this worker stopped without committing its open chunk."
         )
 
-    # -- while walking -----------------------------------------------------------------------
-
-    def checkpoint(
-        self, window: Window, cursor: str, processed: int, failed: int, seconds: float
-    ) -> dt.datetime:
-        """Record a chunk inside its transaction (see ``Lease.checkpoint``), conditional on
-        the generation this worker claimed."""
-        from ...db.base import column as db_column
-
-        now = timezone.now()
-        connection = connections[self.using]
-        meta = BackfillPartition._meta
-        if self._checkpoint_sql is None:
-            q = connection.ops.quote_name
-
-            def column(name: str) -> str:
-                return q(db_column(meta.get_field(name)))  # type: ignore[arg-type]
-
-            sets = [f"{column(name)} = {column(name)} + %s" for name in self.ADDED]
-            sets += [f"{column(name)} = %s" for name in self.ASSIGNED]
-            self._checkpoint_sql = (
-                f"UPDATE {q(meta.db_table)} SET {', '.join(sets)} "
-                f"WHERE {column('id')} = %s AND {column('generation')} = %s"
-            )
-        assigned = (cursor, window.size, seconds, now, now)
-        params = [
-            window.size,
-            processed,
-            failed,
-            1,
-            seconds,
-            *(
-                meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
-                for name, value in zip(self.ASSIGNED, assigned, strict=True)
-            ),
-            self.partition.pk,
-            self.partition.generation,
-        ]
-        with connection.cursor() as db:
-            db.execute(self._checkpoint_sql, params)
-            updated = db.rowcount
-        if updated != 1:
-            raise self._lost()
-        return now
-
-    def checkpointed(
-        self,
-        window: Window,
-        cursor: str,
-        processed: int,
-        failed: int,
-        seconds: float,
-        at: dt.datetime,
-    ) -> None:
-        p = self.partition
-        p.rows_scanned += window.size
-        p.rows_processed += processed
-        p.rows_failed += failed
-        p.chunks_done += 1
-        p.time_running += seconds
-        p.cursor = cursor
-        p.last_chunk_size = window.size
-        p.last_chunk_seconds = seconds
-        p.heartbeat_at = p.updated_at = at
-
-    def read_back(self) -> dict[str, Any] | None:
-        row = (
-            self._mine()
-            .values("chunks_done", "cursor", "rows_scanned", "rows_processed", "rows_failed")
-            .first()
-        )
-        if row is None or row["chunks_done"] == self.partition.chunks_done:
-            return None
-        return dict(row)
-
-    def adopt(self) -> None:
-        self.partition.refresh_from_db(using=self.using, fields=[*self.ADDED, *self.ASSIGNED])
+    # -- while walking (the checkpoint itself: ``Checkpoints``) ------------------------------
 
     def heartbeat(self) -> None:
         """Tell other workers we are alive; raise ``LeaseLost`` if we are no longer owner."""
-        if not self._mine().update(heartbeat_at=timezone.now()):
-            raise self._lost()
+        if not self.mine().update(heartbeat_at=timezone.now()):
+            raise self.lost()
 
     def count_retry(self) -> None:
         try:
@@ -596,7 +519,7 @@ class PartitionLease:
         )
         if row is None:
             raise LeaseLost(f"Run #{self.run.pk} was deleted.")
-        split = bool(self._mine().values_list("split_requested", flat=True).first())
+        split = bool(self.mine().values_list("split_requested", flat=True).first())
         return PartitionControl(
             run_state=row["state"],
             requested_state=row["requested_state"],
@@ -615,11 +538,11 @@ class PartitionLease:
             try:
                 with transaction.atomic(using=self.using):
                     if middle is None:
-                        self._mine().update(split_requested=False)
+                        self.mine().update(split_requested=False)
                         return None
                     upper = self.partition.upper
-                    if not self._mine().update(upper=str(middle), split_requested=False):
-                        raise self._lost()
+                    if not self.mine().update(upper=str(middle), split_requested=False):
+                        raise self.lost()
                     number = (
                         self.partitions.rows.filter(run_id=self.run.pk).aggregate(n=Max("number"))[
                             "n"
@@ -654,7 +577,7 @@ class PartitionLease:
         """Hand the partition back, pending, for any worker to claim (best effort: if the
         database is gone, the lease expires)."""
         try:
-            self._mine().filter(state=Part.RUNNING).update(
+            self.mine().filter(state=Part.RUNNING).update(
                 state=Part.PENDING, updated_at=timezone.now(), split_requested=False, **RELEASED
             )
         except DatabaseError:
@@ -668,7 +591,7 @@ class PartitionLease:
         """Record the partition walked to its upper bound."""
         now = timezone.now()
         # owner_host and owner_pid stay: who walked the partition's last chunk.
-        if not self._mine().update(
+        if not self.mine().update(
             state=Part.DONE,
             finished_at=now,
             updated_at=now,
@@ -676,5 +599,5 @@ class PartitionLease:
             owner_token=None,
             owned_since=None,
         ):
-            raise self._lost()
+            raise self.lost()
         self.partition.state = Part.DONE
