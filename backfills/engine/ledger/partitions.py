@@ -20,7 +20,9 @@ from django.db.models import Exists, F, Field, Max, OuterRef, Q, QuerySet, Sum, 
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from ... import conf
 from ...chunking import KeyRange
+from ...db import vendor_for
 from ...exceptions import LeaseLost, RunNotResumable
 from ...models import BackfillPartition, BackfillRun
 from ..owners import Owner, owner_alive, owner_gone_here
@@ -208,8 +210,14 @@ class Partitions:
         now: dt.datetime,
         stale_before: dt.datetime,
     ) -> PartitionLease | None:
-        features = connections[self.using].features
+        connection = connections[self.using]
+        features = connection.features
         with transaction.atomic(using=self.using):
+            # Never wait long behind another claimer (one stopped by the OS mid-claim, say):
+            # LOCK_TIMEOUT, as for chunks; a timeout is transient and the claim is made later.
+            vendor_for(connection).apply_chunk_timeouts(
+                connection, float(conf.get("LOCK_TIMEOUT") or 0) or None, None
+            )
             # The run row's lock makes the max_workers count and the claim one step (claims
             # are rare: one per partition). On PostgreSQL it is NO KEY UPDATE, so inserting a
             # partition (a foreign key to the run) does not wait on it; on MySQL/MariaDB such
