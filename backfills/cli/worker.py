@@ -9,6 +9,7 @@ shows the whole run's progress until it ends.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -190,9 +191,14 @@ class _Target:
         self.shown = 0
 
     def snapshot(self) -> RunSnapshot:
-        self.partitions.roll_up(self.run)
+        """The run as its row says, with its partitions' sums where the workers have not
+        rolled them up yet (read only: the workers write the run row, not the display)."""
         self.ledger.read(self.run)
-        return RunSnapshot.of(self.run)
+        sums, _ = self.partitions.sums(self.run)
+        run = RunSnapshot.of(self.run)
+        return dataclasses.replace(
+            run, **{name: max(value, getattr(run, name)) for name, value in sums.items()}
+        )
 
 
 class ParallelRunner:

@@ -22,6 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from .. import conf
 from ..chunking import split_point
 from ..db import vendor_for
+from ..display import format as fmt
 from ..exceptions import Abort, CheckFailed, LeaseLost
 from ..models import BackfillRun
 from ..parameters import from_json
@@ -29,7 +30,7 @@ from ..sizing import ChunkSizer
 from ..throttle import Health, default_checks, evaluate
 from ..transient import is_transient
 from .gate import HealthGate, Stop, StopGate
-from .ledger import Ledger, PartitionLease, Partitions
+from .ledger import Ledger, PartitionLease, Partitions, apply_settings
 from .options import configure_sizer
 from .owners import Owner
 from .pacing import interruptible_sleep
@@ -304,7 +305,7 @@ class Worker:
             on_retry=self._retrying,
         )
         step.stopping = lambda: self.stopping
-        walk = _Walk(self, lease, backfill_cls, sizer)
+        walk = _Walk(self, lease, step)
         gate = StopGate(
             max_chunks=None,
             limit=None,
@@ -314,7 +315,6 @@ class Worker:
             health_every=self.settings.health_check_seconds,
             hooks=walk,
         )
-        walk.gate = gate
         gate.start()
         cursor = step.load_pk(lease.partition.cursor)
         try:
@@ -397,19 +397,12 @@ class Worker:
 class _Walk:
     """The per-partition hooks of the gate: control polls, splits, health waits, pacing."""
 
-    gate: StopGate
-
-    def __init__(
-        self,
-        worker: Worker,
-        lease: PartitionLease,
-        backfill_cls: type[Backfill],
-        sizer: ChunkSizer,
-    ) -> None:
+    def __init__(self, worker: Worker, lease: PartitionLease, step: ChunkStep) -> None:
         self.worker = worker
         self.lease = lease
-        self.backfill_cls = backfill_cls
-        self.sizer = sizer
+        self.step = step
+        self.backfill_cls = type(step.backfill)
+        self.sizer = step.sizer
         self.settings = worker.settings
 
     def poll(self) -> Stop | None:
@@ -431,20 +424,18 @@ class _Walk:
         if control.run_state != State.RUNNING:
             return Stop(RELEASE, f"the run is {control.run_state}")
         if control.settings_version != run.settings_version:
-            run.batch_size = control.batch_size
-            run.target_chunk_time = control.target_chunk_time
-            run.sleep = control.sleep
-            run.settings_version = control.settings_version
+            changes = apply_settings(run, control)
             configure_sizer(self.sizer, run, self.backfill_cls, self.settings, self.sizer.size)
+            self.worker.report(f"run #{run.pk} settings changed: {fmt.settings(changes)}")
         if control.split_requested:
             partition = lease.partition
-            model = self.backfill_cls.get_model()
-            pk = self.backfill_cls.get_pk_field()
-            from ..chunking import pk_target
-
-            load = pk_target(pk).to_python
-            cursor = None if partition.cursor is None else load(partition.cursor)
-            middle = split_point(model, lease.using, cursor, load(partition.upper))
+            load = self.step.load_pk
+            middle = split_point(
+                self.backfill_cls.get_model(),
+                lease.using,
+                load(partition.cursor),
+                load(partition.upper),
+            )
             new = lease.split(middle)
             if new is not None:
                 self.worker.report(

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .lease import Lease
 from .partitions import PartitionControl, PartitionLease, Partitions
-from .runs import RELEASED, ControlRow, Ledger, RunSettings, active_key, error_fields
+from .runs import (
+    RELEASED,
+    ControlRow,
+    Ledger,
+    RunSettings,
+    active_key,
+    apply_settings,
+    error_fields,
+)
 from .transitions import TRANSITIONS, InvalidTransition, check_transition, sources
 
 Ledger.lease_class = Lease
@@ -73,6 +81,7 @@ __all__ = [
     "Partitions",
     "RunSettings",
     "active_key",
+    "apply_settings",
     "check_transition",
     "error_fields",
     "sources",

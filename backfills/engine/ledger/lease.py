@@ -13,7 +13,7 @@ from ...exceptions import LeaseLost
 from ...models import BackfillRun
 from ..owners import Owner
 from .checkpoints import Checkpoints
-from .runs import RELEASED, ControlRow, error_fields
+from .runs import RELEASED, ControlRow, apply_settings, error_fields
 from .transitions import check_transition
 
 if TYPE_CHECKING:
@@ -107,14 +107,7 @@ class Lease(Checkpoints):
 
     def apply_settings(self, control: ControlRow) -> dict[str, Any]:
         """Take changed settings from *control*; returns what changed."""
-        changes = {
-            key: getattr(control, key)
-            for key in ("batch_size", "target_chunk_time", "sleep")
-            if getattr(self.run, key) != getattr(control, key)
-        }
-        self._remember(changes)
-        self.run.settings_version = control.settings_version
-        return changes
+        return apply_settings(self.run, control)
 
     # -- letting go ------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from ...exceptions import LeaseLost, RunNotResumable
 from ...models import BackfillPartition, BackfillRun
 from ..owners import Owner, owner_alive, owner_gone_here
 from .checkpoints import Checkpoints
-from .runs import RELEASED, RunSettings, error_fields
+from .runs import RELEASED, ControlRow, RunSettings, error_fields
 from .transitions import check_transition, sources
 
 if TYPE_CHECKING:
@@ -43,16 +43,11 @@ COUNTERS = Checkpoints.ADDED
 
 
 @dataclass(frozen=True)
-class PartitionControl:
-    """What a worker reads between chunks: its run's state, requests and settings, and
-    whether an idle worker asked it to split its partition."""
+class PartitionControl(ControlRow):
+    """What a worker reads between chunks: its run's requests and settings (``ControlRow``),
+    its state, and whether an idle worker asked it to split its partition."""
 
     run_state: str
-    requested_state: str
-    settings_version: int
-    batch_size: int | None
-    target_chunk_time: float | None
-    sleep: float
     split_requested: bool
 
 
@@ -338,15 +333,9 @@ class Partitions:
 
     # -- the run's figures and its end ---------------------------------------------------------
 
-    def roll_up(self, run: BackfillRun) -> None:
-        """Write the sums of *run*'s partitions into its counters, so that every reader of the
-        run row (status, the control API, the admin) sees the whole run.
-
-        Many processes roll up (every worker at its polls, the parent of local workers for its
-        display), each reading the sums and then writing them: a writer whose sums were read
-        before another's may come second. The counters only grow, so each is written as the
-        greater of the two, and a late writer never takes the run back (nor the figures of a
-        completed run)."""
+    def sums(self, run: BackfillRun) -> tuple[dict[str, Any], dt.datetime | None]:
+        """The sums of *run*'s partitions' counters, and their latest update (one query, no
+        write: what a display shows between roll-ups)."""
         sums = self.rows.filter(run_id=run.pk).aggregate(
             **{
                 name: Coalesce(Sum(name), 0.0 if name == "time_running" else 0) for name in COUNTERS
@@ -354,8 +343,18 @@ class Partitions:
             last=Max("updated_at"),
         )
         last = sums.pop("last")
-        fields: dict[str, Any] = dict(sums)
-        fields["time_running"] = float(fields["time_running"])
+        sums["time_running"] = float(sums["time_running"])
+        return sums, last
+
+    def roll_up(self, run: BackfillRun) -> None:
+        """Write the sums of *run*'s partitions into its counters, so that every reader of the
+        run row (status, the control API, the admin) sees the whole run.
+
+        Every worker rolls up at its polls, each reading the sums and then writing them: a
+        writer whose sums were read before another's may come second. The counters only grow,
+        so each is written as the greater of the two, and a late writer never takes the run
+        back (nor the figures of a completed run)."""
+        fields, last = self.sums(run)
         self.ledger.runs.filter(pk=run.pk).update(
             **{
                 name: Greatest(F(name), Value(value, output_field=_run_field(name)))
@@ -529,12 +528,12 @@ class PartitionLease(Checkpoints):
             raise LeaseLost(f"Run #{self.run.pk} was deleted.")
         split = bool(self.mine().values_list("split_requested", flat=True).first())
         return PartitionControl(
-            run_state=row["state"],
             requested_state=row["requested_state"],
             settings_version=row["settings_version"],
             batch_size=row["batch_size"],
             target_chunk_time=row["target_chunk_time"],
             sleep=row["sleep"],
+            run_state=row["state"],
             split_requested=split,
         )
 

@@ -56,6 +56,20 @@ class ControlRow:
     sleep: float
 
 
+def apply_settings(run: BackfillRun, control: ControlRow) -> dict[str, Any]:
+    """Take the settings *control* read (changed by `backfill set`) into the in-memory *run*;
+    returns what changed."""
+    changes = {
+        key: getattr(control, key)
+        for key in ("batch_size", "target_chunk_time", "sleep")
+        if getattr(run, key) != getattr(control, key)
+    }
+    for key, value in changes.items():
+        setattr(run, key, value)
+    run.settings_version = control.settings_version
+    return changes
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """A run's changeable settings: a fixed chunk size (None: adaptive toward
