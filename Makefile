@@ -30,7 +30,15 @@ demo: $(INSTALLED)
 	  ../$(BIN)/python manage.py migrate --no-input -v 0 && \
 	  ../$(BIN)/python manage.py seed_posts --count $(DEMO_ROWS) && \
 	  ../$(BIN)/python manage.py backfill run blog.populate_post_slugs && \
-	  ../$(BIN)/python manage.py backfill status
+	  ../$(BIN)/python manage.py backfill status && \
+	  DJANGO_SUPERUSER_PASSWORD=admin ../$(BIN)/python manage.py createsuperuser \
+	    --no-input --username admin --email admin@example.com
+	@echo
+	@echo "The admin shows these runs (and starts, pauses and resumes them):"
+	@echo "  cd example_project && ../$(BIN)/python manage.py runserver --insecure"
+	@echo "  then open http://127.0.0.1:8000/admin/backfills/ and log in as admin / admin"
+	@echo "  (a run started there is drained by ../$(BIN)/python manage.py db_worker,"
+	@echo "  or by ../$(BIN)/python manage.py backfill worker)"
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -67,6 +67,11 @@ DEFAULTS: dict[str, Any] = {
     "TASK_BACKEND": "django",
     "TASK_QUEUE": None,
     "TASK_MAX_SECONDS": 300.0,
+    # A run's history, for the admin's charts: a sample of its counters at most every
+    # HISTORY_SECONDS, and never more than HISTORY_SAMPLES per run (older samples are thinned,
+    # which keeps every figure between the remaining ones exact). 0 samples: no history.
+    "HISTORY_SECONDS": 5.0,
+    "HISTORY_SAMPLES": 240,
 }
 
 
@@ -113,6 +118,8 @@ class Settings:
     task_backend: str
     task_queue: str | None
     task_max_seconds: float
+    history_seconds: float
+    history_samples: int
 
 
 def _typed(name: str, value: Any) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import DEFAULT_DB_ALIAS
 
@@ -24,7 +24,7 @@ from . import conf
 from .display import format as fmt
 from .engine.ledger import Ledger, Partitions
 from .exceptions import BackfillError
-from .models import BackfillPartition, BackfillRun
+from .models import BackfillPartition, BackfillRun, QuarantinedRow
 from .snapshot import RunSnapshot
 
 if TYPE_CHECKING:
@@ -103,6 +103,21 @@ def _active(name: str, ledger: Ledger, reverse: bool | None, verb: str) -> Backf
 
 
 def _stop(
+    name: str | type[Backfill], state: str, using: str, reverse: bool | None, by: str, via: str
+) -> ControlResult:
+    result = _stopped(name, state, using, reverse, by)
+    if result.action != "unchanged":
+        _record(using, result, "pause" if state == State.PAUSED else "cancel", by, via)
+    return result
+
+
+def _record(using: str, result: ControlResult, action: str, by: str, via: str) -> None:
+    """Record who did *action* to the run, with the call's sentence (``BackfillAction``)."""
+    run = _ledger(using).runs.filter(pk=result.run.pk).first()
+    _ledger(using).record_action(run, action, by=by, via=via, message=result.message)
+
+
+def _stopped(
     name: str | type[Backfill], state: str, using: str, reverse: bool | None, by: str
 ) -> ControlResult:
     backfill_name = _class(name).name
@@ -141,13 +156,15 @@ def pause(
     using: str = DEFAULT_DB_ALIAS,
     reverse: bool | None = None,
     by: str = "",
+    via: str = "code",
 ) -> ControlResult:
     """Pause the backfill's unfinished run: its live owner stops at its next chunk boundary
     (the run stays resumable); a run nobody owns is marked paused at once.
 
     *reverse* picks the direction (None: whichever run is unfinished, newest first); *by*
-    names who asked, for the run's status. Raises ``NoActiveRun`` when there is none."""
-    return _stop(name, State.PAUSED, using, reverse, by)
+    names who asked, for the run's status and its actions (``BackfillAction``, with *via*:
+    "command", "admin" or "code"). Raises ``NoActiveRun`` when there is none."""
+    return _stop(name, State.PAUSED, using, reverse, by, via)
 
 
 def cancel(
@@ -156,14 +173,20 @@ def cancel(
     using: str = DEFAULT_DB_ALIAS,
     reverse: bool | None = None,
     by: str = "",
+    via: str = "code",
 ) -> ControlResult:
     """Cancel the backfill's unfinished run for good (committed chunks stay); a new run needs
     ``run --restart``. Like ``pause`` for a run a live process owns."""
-    return _stop(name, State.CANCELLED, using, reverse, by)
+    return _stop(name, State.CANCELLED, using, reverse, by, via)
 
 
 def withdraw_pause(
-    name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, reverse: bool | None = None
+    name: str | type[Backfill],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool | None = None,
+    by: str = "",
+    via: str = "code",
 ) -> ControlResult | None:
     """Take back a pause request its live owner has not acted on yet; None when there is no
     such request (the run is not owned, or it already paused). Raises ``NoActiveRun`` when
@@ -180,7 +203,9 @@ def withdraw_pause(
         f"{run.owner_host} (pid {run.owner_pid})."
     )
     ledger.read(run)
-    return ControlResult(snapshot(run, ledger), "withdrawn", message)
+    result = ControlResult(snapshot(run, ledger), "withdrawn", message)
+    _record(using, result, "resume", by, via)
+    return result
 
 
 def resume(
@@ -189,6 +214,8 @@ def resume(
     using: str = DEFAULT_DB_ALIAS,
     reverse: bool = False,
     listeners: Iterable[Listener] = (),
+    by: str = "",
+    via: str = "code",
     **options: object,
 ) -> ControlResult | RunResult:
     """Continue the backfill's paused or failed run.
@@ -202,28 +229,14 @@ def resume(
     if "restart" in options:
         raise TypeError("resume() continues the unfinished run; use run_backfill(restart=True)")
     backfill_cls = _class(name)
-    withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse)
+    withdrawn = withdraw_pause(backfill_cls, using=using, reverse=reverse, by=by, via=via)
     if withdrawn is not None:
         return withdrawn
     ledger = _ledger(using)
     run = _active(backfill_cls.name, ledger, reverse, "resume")
     if run.parallel:
-        from .engine.parallel import start_parallel
-        from .engine.runner import RunOptions
-
-        opened = start_parallel(
-            backfill_cls,
-            workers=run.workers or 1,
-            using=using,
-            options=RunOptions(reverse=reverse, **options),  # type: ignore[arg-type]
-        )
-        return ControlResult(
-            snapshot(opened.run, ledger),
-            "unchanged" if opened.how == "joined" else "resumed",
-            f"Run #{run.pk} of {run.label} is running again; it needs workers to claim its "
-            f"partitions: `backfill worker` processes, `backfill run {run.name}` (its "
-            f"{run.workers} workers here) or `backfill run {run.name} --workers N --enqueue`.",
-        )
+        return resume_parallel(backfill_cls, run, using=using, by=by, via=via, **options)
+    ledger.record_action(run, "resume", by=by, via=via, message="resumed in this process")
     return run_backfill(
         backfill_cls,
         using=using,
@@ -231,6 +244,142 @@ def resume(
         listeners=listeners,
         **options,  # type: ignore[arg-type]
     )
+
+
+def resume_parallel(
+    name: str | type[Backfill],
+    run: RunSnapshot | BackfillRun | None = None,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    by: str = "",
+    via: str = "code",
+    **options: object,
+) -> ControlResult:
+    """Set the backfill's paused or failed parallel run running again, for workers to claim
+    its partitions (nothing is walked in this process: this is what the admin calls). A pause
+    request not yet acted on is withdrawn instead."""
+    from .engine.parallel import start_parallel
+    from .engine.runner import RunOptions
+
+    backfill_cls = _class(name)
+    ledger = _ledger(using)
+    if run is None:
+        withdrawn = withdraw_pause(backfill_cls, using=using, by=by, via=via)
+        if withdrawn is not None:
+            return withdrawn
+        run = _active(backfill_cls.name, ledger, None, "resume")
+    if not run.parallel:
+        raise BackfillError(
+            f"Run #{run.pk} of {run.label} is a serial run: it continues in the process that "
+            f"runs it, `python manage.py backfill resume {run.name}`."
+        )
+    opened = start_parallel(
+        backfill_cls,
+        workers=run.workers or 1,
+        using=using,
+        options=RunOptions(reverse=run.reverse, **options),  # type: ignore[arg-type]
+    )
+    result = ControlResult(
+        snapshot(opened.run, ledger),
+        "unchanged" if opened.how == "joined" else "resumed",
+        f"Run #{run.pk} of {run.label} is running again; it needs workers to claim its "
+        f"partitions: `backfill worker` processes, `backfill run {run.name}` (its "
+        f"{run.workers} workers here) or `backfill run {run.name} --workers N --enqueue`.",
+    )
+    if result.action == "resumed":
+        _record(using, result, "resume", by, via)
+    return result
+
+
+def start(
+    name: str | type[Backfill],
+    *,
+    workers: int = 1,
+    parameters: dict[str, Any] | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+    restart: bool = False,
+    enqueue: bool = True,
+    by: str = "",
+    via: str = "code",
+) -> ControlResult:
+    """Open a parallel run of the backfill split for *workers* (or resume its unfinished one)
+    and, with *enqueue*, hand it to the task backend (``TASK_BACKEND``): *workers* drain
+    tasks. Nothing is walked in this process; this is what the admin's start button calls.
+
+    *parameters* are typed values or their text; a bad one raises ``ParameterError`` before
+    anything is written. ``tasks.backend_problem()`` says beforehand whether enqueuing can
+    work; without a task backend, run ``backfill worker`` processes instead."""
+    from .engine.parallel import start_parallel
+    from .engine.runner import RunOptions
+
+    backfill_cls = _class(name)
+    opened = start_parallel(
+        backfill_cls,
+        workers=workers,
+        using=using,
+        options=RunOptions(
+            parameters=dict(parameters or {}), restart=restart, started_by=by, via=via
+        ),
+    )
+    run, ledger = opened.run, _ledger(using)
+    if opened.how == "already completed":
+        return ControlResult(
+            snapshot(run, ledger),
+            "unchanged",
+            f"{run.label} already completed in run #{run.pk}; start it again with restart.",
+        )
+    message = f"{opened.how.capitalize()} run #{run.pk} of {run.label} for {workers} worker(s)"
+    if enqueue and opened.how != "joined":
+        from .tasks import enqueue_workers
+
+        backend = enqueue_workers(run, workers, using=using)
+        message += f"; enqueued {workers} worker task(s) on {backend}."
+    else:
+        message += "; `python manage.py backfill worker` processes drain it."
+    if opened.how == "resumed":
+        ledger.record_action(run, "resume", by=by, via=via, message=message)
+    ledger.read(run)
+    return ControlResult(snapshot(run, ledger), "applied", message)
+
+
+def retry_quarantined(
+    name: str | type[Backfill], *, using: str = DEFAULT_DB_ALIAS, by: str = "", via: str = "code"
+) -> tuple[list[QuarantinedRow], list[QuarantinedRow]]:
+    """Process the backfill's unresolved quarantined rows again (after fixing the cause), one
+    transaction per row; returns (resolved, still failing) and records who asked."""
+    from .engine.quarantine import retry_quarantined as retry
+
+    backfill_cls = _class(name)
+    resolved, failing = retry(backfill_cls, using)
+    ledger = _ledger(using)
+    ledger.record_action(
+        ledger.latest(backfill_cls.name),
+        "retry",
+        by=by,
+        via=via,
+        message=f"{len(resolved)} quarantined row(s) processed, {len(failing)} still failing.",
+        name=backfill_cls.name,
+    )
+    return resolved, failing
+
+
+def note(
+    name: str | type[Backfill],
+    action: str,
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    reverse: bool | None = None,
+    by: str = "",
+    via: str = "code",
+    message: str = "",
+) -> None:
+    """Record who did *action* to the backfill's unfinished run (its latest when none is
+    unfinished), for callers that act through another path (``backfill resume`` runs the
+    run itself)."""
+    backfill_name = _class(name).name
+    ledger = _ledger(using)
+    run = ledger.active(backfill_name, reverse) or ledger.latest(backfill_name, bool(reverse))
+    ledger.record_action(run, action, by=by, via=via, message=message, name=backfill_name)
 
 
 _UNSET: object = object()
@@ -244,6 +393,8 @@ def change_settings(
     batch_size: int | None | object = _UNSET,
     target_chunk_time: float | object = _UNSET,
     sleep: float | object = _UNSET,
+    by: str = "",
+    via: str = "code",
 ) -> ControlResult:
     """Change the unfinished run's chunk size, target chunk time or sleep, even while it runs
     (its owner applies them at its next chunk boundary, from any host).
@@ -278,9 +429,11 @@ def change_settings(
         if live
         else "used when the run resumes"
     )
-    return ControlResult(
+    result = ControlResult(
         snapshot(run, ledger), "applied", f"Run #{run.pk} of {run.label}: {described} ({where})."
     )
+    _record(using, result, "set", by, via)
+    return result
 
 
 def check_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -263,11 +263,23 @@ class BackfillRun(RunFigures, models.Model):
     # The shared health verdict: one worker asks the checks per interval, the others read it.
     health_checked_at = models.DateTimeField(null=True, blank=True)
     health_verdict = models.TextField(blank=True, default="")
+    # Who started the run and from where: ``user@host`` from the command line, the user's
+    # name from the admin, whatever code passed as ``started_by``.
+    started_by = models.CharField(max_length=255, blank=True, default="")
+    # When the run's history last got a sample (BackfillSample): the conditional UPDATE on it
+    # decides which of several workers records the next one.
+    sampled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
         get_latest_by = "id"
         verbose_name = "backfill run"
+        # The admin's actions, each behind its own permission (view is Django's own).
+        permissions = [
+            ("control_backfillrun", "Can pause, resume and cancel backfill runs"),
+            ("tune_backfillrun", "Can change a backfill run's batch size, chunk time and sleep"),
+            ("start_backfillrun", "Can start backfill runs"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} #{self.pk} ({self.state})"
@@ -376,6 +388,7 @@ class QuarantinedRow(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("retry_quarantinedrow", "Can retry quarantined rows")]
 
     def __str__(self) -> str:
         return f"{self.name} pk={self.row_pk}: {self.error_class}"
@@ -392,3 +405,58 @@ class QuarantinedRow(models.Model):
             "updated_at": _iso(self.updated_at),
             "resolved_at": _iso(self.resolved_at),
         }
+
+
+class BackfillSample(models.Model):
+    """One point of a run's history, for the admin's charts: the run's cumulative counters at
+    one moment. Throughput and chunk duration between two samples are their differences, so
+    thinning the history (dropping every other sample) keeps every remaining figure exact:
+    a billion-row run keeps at most ``HISTORY_SAMPLES`` rows (``engine/ledger/history.py``)."""
+
+    run = models.ForeignKey(BackfillRun, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(default=timezone.now)
+    rows_scanned = models.BigIntegerField(default=0)
+    rows_processed = models.BigIntegerField(default=0)
+    chunks_done = models.IntegerField(default=0)
+    time_running = models.FloatField(default=0.0)
+    time_throttled = models.FloatField(default=0.0)
+    # Why the run was throttled when the sample was taken ("" when it was not).
+    throttle_reason = models.TextField(blank=True, default="")
+    # The slowest chunk since the previous sample, as far as the recorder saw it.
+    max_chunk_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "at", "id"]
+        indexes = [models.Index(fields=["run", "at"], name="backfills_sample_run_at")]
+
+    def __str__(self) -> str:
+        return f"sample of run #{self.run_id} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class BackfillAction(models.Model):
+    """Who did what to a backfill and when: a start, pause, resume, cancel, settings change or
+    quarantine retry, from the admin, the command line or code (``backfills.control``)."""
+
+    class Via(models.TextChoices):
+        ADMIN = "admin"
+        COMMAND = "command", "command line"
+        CODE = "code"
+
+    run = models.ForeignKey(
+        BackfillRun, on_delete=models.CASCADE, null=True, blank=True, related_name="actions"
+    )
+    name = models.CharField(max_length=200, db_index=True)
+    action = models.CharField(max_length=30)
+    by = models.CharField(max_length=255, blank=True, default="")
+    via = models.CharField(max_length=10, choices=Via.choices, default=Via.CODE)
+    # The control API's sentence for what it did ("Run #3 of ... is now paused.").
+    message = models.TextField(blank=True, default="")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "backfill action"
+
+    def __str__(self) -> str:
+        who = f" by {self.by}" if self.by else ""
+        return f"{self.action} {self.name}{who} ({self.get_via_display()})"

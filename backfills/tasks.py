@@ -90,6 +90,36 @@ def enqueue_django(run_id: int, using: str, max_seconds: float | None = None) ->
     task.enqueue(run_id, using, max_seconds)
 
 
+def backend_problem() -> str | None:
+    """Why drain tasks cannot be enqueued now (None when they can): the admin's start page
+    shows the command to run instead. Django's task framework needs a ``TASKS`` backend that
+    runs tasks elsewhere: its immediate backend would walk the run inside the web request,
+    and its dummy backend would run nothing."""
+    backend = conf.get("TASK_BACKEND")
+    if backend == "celery":
+        try:
+            importlib.import_module("celery")
+        except ImportError:
+            return "BACKFILLS['TASK_BACKEND'] is 'celery' but Celery is not installed."
+        return None
+    if backend != "django":
+        return f"BACKFILLS['TASK_BACKEND'] must be 'django' or 'celery', not {backend!r}."
+    if _task is None:
+        return (
+            "Django's task framework is not available (Django 6, or the django-tasks backport "
+            "on Django 5.2)."
+        )
+    from django.conf import settings
+
+    configured = getattr(settings, "TASKS", None) or {}
+    path = str(configured.get("default", {}).get("BACKEND", ""))
+    if not path:
+        return "No TASKS backend is configured."
+    if path.rsplit(".", 1)[-1] in {"ImmediateBackend", "DummyBackend"}:
+        return f"The TASKS backend {path} does not run tasks in a worker."
+    return None
+
+
 def enqueue_workers(run: BackfillRun, workers: int, *, using: str = DEFAULT_DB_ALIAS) -> str:
     """Enqueue *workers* drain tasks for *run* on the configured TASK_BACKEND; returns the
     backend's name for messages."""

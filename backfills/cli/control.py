@@ -21,7 +21,7 @@ class PauseCommand(Subcommand):
         parser.add_argument("name", help="Backfill name.")
 
     def handle(self, **options: Any) -> None:
-        result = control.pause(options["name"], using=self.database, by=who())
+        result = control.pause(options["name"], using=self.database, by=who(), via="command")
         self.write(result.message)
 
 
@@ -42,7 +42,7 @@ class CancelCommand(Subcommand):
                 f"Cancel run #{run.pk} of {run.label} for good?", True
             ):
                 raise CommandError("Cancel aborted.")
-        result = control.cancel(backfill_cls, using=self.database, by=who())
+        result = control.cancel(backfill_cls, using=self.database, by=who(), via="command")
         self.write(result.message)
 
 
@@ -81,5 +81,7 @@ class SetCommand(Subcommand):
             raise CommandError(
                 "Nothing to change: give --batch-size, --adaptive, --target-chunk-time or --sleep."
             )
-        result = control.change_settings(options["name"], using=self.database, **changes)
+        result = control.change_settings(
+            options["name"], using=self.database, by=who(), via="command", **changes
+        )
         self.write(result.message)

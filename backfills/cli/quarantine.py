@@ -8,12 +8,12 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from .. import control
 from ..display import format as fmt
 from ..display.tables import errors_table
-from ..engine.quarantine import retry_quarantined
 from ..models import QuarantinedRow
 from ..registry import registry
-from .base import Subcommand
+from .base import Subcommand, who
 
 
 class ErrorsCommand(Subcommand):
@@ -53,7 +53,9 @@ class RetryFailedCommand(Subcommand):
 
     def handle(self, **options: Any) -> None:
         backfill_cls = registry.get(options["name"])
-        resolved, failing = retry_quarantined(backfill_cls, self.database)
+        resolved, failing = control.retry_quarantined(
+            backfill_cls, using=self.database, by=who(), via="command"
+        )
         if not resolved and not failing:
             self.write(f"No quarantined rows for {backfill_cls.name}.")
             return

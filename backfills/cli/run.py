@@ -27,6 +27,7 @@ from .base import (
     positive_int,
     seconds,
     stop_signals,
+    who,
 )
 
 #: Exit status when a run stopped on a signal: 128 + its number (130, 143, 129 for SIGHUP),
@@ -111,6 +112,8 @@ class _RunVerb(Subcommand):
             force=options.get("force", False),
             reverse=options.get("reverse", False),
             parameters=parameters,
+            started_by=who(),
+            via="command",
         )
         workers = self.parallel_workers(backfill_cls, options, restart)
         if workers is not None:
@@ -317,9 +320,18 @@ class ResumeCommand(_RunVerb):
         parameters = given_parameters(backfill_cls, options["param"])
         # Raises NoActiveRun (which says to use `run --restart`) when nothing is unfinished.
         withdrawn = control.withdraw_pause(
-            backfill_cls, using=self.database, reverse=options["reverse"]
+            backfill_cls, using=self.database, reverse=options["reverse"], by=who(), via="command"
         )
         if withdrawn is not None:
             self.write(withdrawn.message)
             return
+        control.note(
+            backfill_cls,
+            "resume",
+            using=self.database,
+            reverse=options["reverse"],
+            by=who(),
+            via="command",
+            message="resumed by `backfill resume`",
+        )
         self.run(backfill_cls, options, parameters, restart=False)

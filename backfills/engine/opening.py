@@ -84,11 +84,16 @@ class Opening:
                 horizon=None if horizon is None else str(horizon),
                 rows_total=total,
                 rows_total_exact=exact,
+                started_by=self.options.started_by[:255],
                 **vars(new_run_settings(self.backfill_cls, self.options, self.settings)),
             )
         )
         if not created:  # another process created the live run between our read and insert
             self.use_parameters(run)
+        else:
+            self.ledger.record_action(
+                run, "start", by=self.options.started_by, via=self.options.via, message=""
+            )
         return run, not created and (run.cursor is not None or run.chunks_done > 0)
 
     def undone_since(self, completed: BackfillRun) -> bool:

@@ -46,6 +46,10 @@ class RunOptions:
     parameters: dict[str, Any] = field(default_factory=dict)
     #: Run the backfill's reverse (its own run, checkpointed like any other).
     reverse: bool = False
+    #: Who starts the run (``user@host``, an admin user's name), recorded on a new run and
+    #: in its actions (``BackfillAction``) with *via*: "command", "admin" or "code".
+    started_by: str = ""
+    via: str = "code"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_chunks", "limit"):

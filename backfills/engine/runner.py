@@ -49,7 +49,7 @@ from ..sizing import ChunkSizer
 from ..snapshot import RunSnapshot
 from ..throttle import default_checks
 from .gate import HealthGate, Stop, StopGate
-from .ledger import Lease, Ledger
+from .ledger import History, Lease, Ledger
 from .opening import Opening
 from .options import RunOptions, configure_sizer, resumed_run_settings
 from .owners import Owner
@@ -140,6 +140,9 @@ class Runner:
             health_every=self.settings.health_check_seconds,
             hooks=self,
         )
+        self.history = History(
+            self.ledger, self.settings.history_seconds, self.settings.history_samples
+        )
         self.lease: Lease | None = None
         #: Chunks written from a prefetched read, over this runner's runs.
         self.prefetched_chunks = 0
@@ -196,6 +199,7 @@ class Runner:
             raise
         except Exception as exc:
             lease.fail(exc)
+            self.history.offer(lease.run, force=True)
             self._emit(RunFailed, error=exc)
             if isinstance(exc, CheckFailed):
                 raise BackfillFailed(
@@ -250,6 +254,7 @@ class Runner:
                 seconds=done.seconds,
                 failed=done.failed,
             )
+            self.history.chunk(lease.run, done.seconds)
             self._pace(lease, done.seconds, self.gate.requested(chunks_here, rows_here) is None)
 
     def _pace(self, lease: Lease, seconds: float, going_on: bool) -> None:
@@ -265,6 +270,7 @@ class Runner:
     def _stop(self, lease: Lease, stop: Stop) -> RunResult:
         lease.stop(stop.state, stop.reason)
         run = lease.run
+        self.history.offer(run, force=True)
         logger.info("backfill %s run #%s %s: %s", run.label, run.pk, stop.state, stop.reason)
         if stop.state == State.CANCELLED:
             self._emit(RunCancelled, reason=stop.reason)
@@ -280,6 +286,7 @@ class Runner:
             if problem:
                 raise CheckFailed(problem)
         lease.complete()
+        self.history.offer(lease.run, force=True)
         logger.info("backfill %s run #%s completed", lease.run.label, lease.run.pk)
         self._emit(RunCompleted)
         return RunResult(RunSnapshot.of(lease.run), Outcome.COMPLETED)

@@ -30,7 +30,7 @@ from ..sizing import ChunkSizer
 from ..throttle import Health, default_checks, evaluate
 from ..transient import is_transient
 from .gate import HealthGate, Stop, StopGate
-from .ledger import Ledger, PartitionLease, Partitions, apply_settings
+from .ledger import History, Ledger, PartitionLease, Partitions, apply_settings
 from .options import configure_sizer
 from .owners import Owner
 from .pacing import interruptible_sleep
@@ -158,6 +158,12 @@ class Worker:
             alias: Partitions(Ledger(alias, self.settings.lease_seconds))
             for alias in self.databases
         }
+        self.histories = {
+            alias: History(
+                partitions.ledger, self.settings.history_seconds, self.settings.history_samples
+            )
+            for alias, partitions in self.partitions.items()
+        }
         self.stop_reason: str | None = None
         self.signum: int | None = None
         self.result = WorkerResult()
@@ -267,6 +273,7 @@ class Worker:
                 self.report(f"{run.label} run #{run.pk} failed its post_check: {problem}")
                 return
         if partitions.complete(run):
+            self.histories[partitions.using].offer(run, force=True)
             self.result.completed_runs.append(run.pk)
             self.report(f"{run.label} run #{run.pk} completed: {run.rows_scanned} rows")
             logger.info("backfill %s run #%s completed", run.label, run.pk)
@@ -331,6 +338,7 @@ class Worker:
                 result.chunks += 1
                 result.rows += done.window.size
                 self._last_size[key] = sizer.observe(done.window.size, done.seconds)
+                self.histories[lease.using].note(run.pk, done.seconds)
                 walk.pace(done.seconds)
         except LeaseLost as exc:
             logger.warning("%s", exc)
@@ -443,6 +451,7 @@ class _Walk:
                     f"{new.number} takes ({new.lower}, {new.upper}]"
                 )
         lease.partitions.roll_up(run)
+        self.worker.histories[lease.using].offer(run)
         return None
 
     def pace(self, seconds: float) -> None:

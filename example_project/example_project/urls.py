@@ -1,1 +1,6 @@
-urlpatterns: list[object] = []
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .history import History
 from .lease import Lease
 from .partitions import PartitionControl, PartitionLease, Partitions
 from .runs import (
@@ -72,6 +73,7 @@ __all__ = [
     "RELEASED",
     "TRANSITIONS",
     "ChunkLease",
+    "History",
     "ControlRow",
     "InvalidTransition",
     "Lease",

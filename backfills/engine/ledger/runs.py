@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ...exceptions import RunNotResumable, RunOwned
-from ...models import BackfillRun
+from ...models import BackfillAction, BackfillRun
 from ..owners import Owner, describe_owner, owner_alive, owner_gone_here, owner_pid_alive_here
 from .transitions import check_transition, sources
 
@@ -269,6 +269,27 @@ class Ledger:
             pk=run.pk, owner_token=run.owner_token, state__in=sources(state)
         ).update(**fields)
         return bool(done)
+
+    def record_action(
+        self,
+        run: BackfillRun | None,
+        action: str,
+        *,
+        by: str,
+        via: str,
+        message: str,
+        name: str = "",
+    ) -> None:
+        """Record who did *action* (start, pause, resume, cancel, set, retry) to *run* (or to
+        the backfill *name* when there is no run), and from where (*via*)."""
+        BackfillAction.objects.using(self.using).create(
+            run=run,
+            name=run.name if run is not None else name,
+            action=action,
+            by=by[:255],
+            via=via,
+            message=message,
+        )
 
     def change_settings(self, run: BackfillRun, changes: dict[str, Any]) -> bool:
         """Change *run*'s batch size, target chunk time or sleep; its owner applies them at
