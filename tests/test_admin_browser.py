@@ -172,8 +172,9 @@ def test_start_watch_pause_resume_and_complete_a_run(
     row_bar = f'tr[data-backfill="{SEO}"] progress'
     shown = float(browser.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0)
     WebDriverWait(browser, 30).until(
-        lambda d: float(d.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0)
-        > shown
+        lambda d: (
+            float(d.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0) > shown
+        )
     )
     assert text(browser, f'tr[data-backfill="{SEO}"] .bf-state') == "running"
     shot(browser, "admin-index.png")
@@ -204,9 +205,10 @@ def test_start_watch_pause_resume_and_complete_a_run(
     assert not Post.objects.filter(seo_description="").exists()
     actions = text(browser, "#bf-actions")
     for verb in ("start", "pause", "resume"):
-        assert any(
-            line.split()[2:4] == [verb, "ada"] for line in actions.splitlines()
-        ), (verb, actions)
+        assert any(line.split()[2:4] == [verb, "ada"] for line in actions.splitlines()), (
+            verb,
+            actions,
+        )
 
 
 def test_a_failed_run_shows_its_traceback(live_server: Any, browser: WebDriver) -> None:
