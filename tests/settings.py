@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from example_project import settings as example_settings
 from example_project.db import database_from_env
 
 TMP = Path(os.environ.get("BACKFILLS_TEST_TMP", tempfile.gettempdir()))
@@ -32,28 +33,9 @@ INSTALLED_APPS = [
 ROOT_URLCONF = "tests.urls"
 STATIC_URL = "/static/"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
+# The example project's middleware and templates: what an admin needs.
+MIDDLEWARE = example_settings.MIDDLEWARE
+TEMPLATES = example_settings.TEMPLATES
 
 DATABASES = {"default": database_from_env(f"sqlite:///{TMP / 'backfills-tests.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
