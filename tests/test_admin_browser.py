@@ -37,6 +37,7 @@ POSTS = 3000
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -108,6 +109,16 @@ def worker() -> Iterator[subprocess.Popen[str]]:
             process.communicate()
 
 
+def wait(driver: WebDriver, seconds: float) -> WebDriverWait[WebDriver]:
+    """A wait that looks again when the page reloaded under it (a run's page reloads when
+    its run changes state) or an element is not there yet."""
+    return WebDriverWait(
+        driver,
+        seconds,
+        ignored_exceptions=[StaleElementReferenceException, NoSuchElementException],
+    )
+
+
 def shot(driver: WebDriver, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / name))
@@ -119,7 +130,7 @@ def log_in(driver: WebDriver, base: str) -> None:
     driver.find_element(By.ID, "id_username").send_keys("ada")
     driver.find_element(By.ID, "id_password").send_keys("lovelace")
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(driver, 15).until(ec.presence_of_element_located((By.ID, "bf-overview")))
+    wait(driver, 15).until(ec.presence_of_element_located((By.ID, "bf-overview")))
 
 
 def text(driver: WebDriver, selector: str) -> str:
@@ -150,19 +161,19 @@ def test_start_watch_pause_resume_and_complete_a_run(
     latency.clear()
     latency.send_keys("3")
     browser.find_element(By.CSS_SELECTOR, "button[name=start]").click()
-    WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-run")))
+    wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-run")))
     run = BackfillRun.objects.get(name=SEO)
     assert run.parallel and run.parameters == {"latency_ms": 3.0} and run.started_by == "ada"
 
     # The bar advances with no reload: the page's script refreshes its figures.
-    WebDriverWait(browser, 30).until(lambda d: progress(d) > 0)
+    wait(browser, 30).until(lambda d: progress(d) > 0)
     first = progress(browser)
     browser.execute_script("window.bfMarker = 1")  # gone if the page reloads
-    WebDriverWait(browser, 30).until(lambda d: progress(d) > first)
+    wait(browser, 30).until(lambda d: progress(d) > first)
     assert browser.execute_script("return window.bfMarker") == 1
     assert progress(browser) < 100
     # Wait for a second sample so the charts have a line to draw.
-    WebDriverWait(browser, 30).until(
+    wait(browser, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#bf-chart-throughput polyline")
     )
     shot(browser, "admin-run-running.png")
@@ -171,7 +182,7 @@ def test_start_watch_pause_resume_and_complete_a_run(
     browser.get(f"{base}/admin/backfills/")
     row_bar = f'tr[data-backfill="{SEO}"] progress'
     shown = float(browser.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0)
-    WebDriverWait(browser, 30).until(
+    wait(browser, 30).until(
         lambda d: (
             float(d.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0) > shown
         )
@@ -179,11 +190,11 @@ def test_start_watch_pause_resume_and_complete_a_run(
     assert text(browser, f'tr[data-backfill="{SEO}"] .bf-state') == "running"
     shot(browser, "admin-index.png")
     browser.find_element(By.CSS_SELECTOR, f'tr[data-backfill="{SEO}"] a.bf-run-link').click()
-    WebDriverWait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-pause")))
+    wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-pause")))
 
     # Pause: the page shows it, and the worker stops writing.
     browser.find_element(By.CSS_SELECTOR, "#bf-pause button").click()
-    WebDriverWait(browser, 20).until(state_is("paused"))
+    wait(browser, 20).until(state_is("paused"))
     wait_for(
         lambda: not BackfillPartition.objects.filter(run=run, state="running").exists(),
         timeout=20,
@@ -191,13 +202,13 @@ def test_start_watch_pause_resume_and_complete_a_run(
     paused = BackfillRun.objects.get(pk=run.pk)
     assert paused.state == "paused" and 0 < paused.rows_scanned < POSTS
     still = browser.find_element(By.ID, "bf-rows").text
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "bf-resume"))
+    wait(browser, 10).until(lambda d: d.find_element(By.ID, "bf-resume"))
     assert BackfillRun.objects.get(pk=run.pk).rows_scanned == paused.rows_scanned
     assert browser.find_element(By.ID, "bf-rows").text == still
 
     # Resume: the worker claims the partitions again and the run completes.
     browser.find_element(By.CSS_SELECTOR, "#bf-resume button").click()
-    WebDriverWait(browser, 90).until(state_is("completed"))
+    wait(browser, 90).until(state_is("completed"))
     assert progress(browser) == 100
     done = BackfillRun.objects.get(pk=run.pk)
     assert done.state == "completed"
@@ -221,9 +232,7 @@ def test_a_failed_run_shows_its_traceback(live_server: Any, browser: WebDriver) 
     row = browser.find_element(By.CSS_SELECTOR, 'tr[data-backfill="testapp.count_items"]')
     assert row.find_element(By.CSS_SELECTOR, ".bf-state").text == "failed"
     row.find_element(By.CSS_SELECTOR, "a.bf-run-link").click()
-    traceback = WebDriverWait(browser, 15).until(
-        ec.presence_of_element_located((By.ID, "bf-traceback"))
-    )
+    traceback = wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-traceback")))
     assert "Traceback (most recent call last)" in traceback.text
     assert "note is 'boom'" in traceback.text
     assert text(browser, "#bf-state") == "failed"
