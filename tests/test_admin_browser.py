@@ -1,10 +1,11 @@
 """The admin in a real browser: Debian's headless Chromium driven by Selenium, against a live
 server, with the backfill walked by a real ``backfill worker`` process.
 
-Log in, start a run from the start page, watch the progress bar advance without reloading,
-pause it and see it paused (and the worker stop writing), resume it and see it complete with
-every row processed once; a failed run shows its traceback. Screenshots of the overview, a
-running run and a failed run go to ``test-artifacts/``.
+Log in, preview and start a run from the start page, watch the progress bar advance without
+reloading, pause it and see it paused (and the worker stop writing), resume it and see it
+complete with every row processed once; a failed run shows its traceback, and cancelling it
+asks first. Screenshots of the overview, a running run and a failed run go to
+``test-artifacts/``.
 
 Chromium and ChromeDriver come from Debian (``apt-get install chromium chromium-driver``, as
 ``.ci/run`` does); nothing is downloaded. Without them the module is skipped, except in CI.
@@ -15,7 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from backfills.models import BackfillPartition, BackfillRun
+from blog.backfills import describe
 from blog.models import Post
-from tests.conftest import ROOT, manage, start_manage, wait_for
+from tests.conftest import ROOT, child_env, manage, wait_for
 from tests.testapp.models import Item
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,12 +38,14 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "test-artifacts"
 SEO = "blog.refresh_seo_descriptions"
 POSTS = 3000
+LATENCY_MS = 3  # per post: about 9 s for one worker
 
 try:
     from selenium import webdriver
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -65,9 +71,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def browser() -> Iterator[WebDriver]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     """Headless Chromium, as root, with no network of its own (no background services)."""
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download
+    # Debian's chromium and chromedriver, given by path: Selenium Manager (which would
+    # download a browser and a driver) must not run at all; offline if it ever did.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+
+    def no_download(self: object, args: list[str]) -> dict[str, str]:
+        raise AssertionError(f"Selenium Manager was asked for a driver: {args}")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", no_download)
     profile = tempfile.mkdtemp(prefix="bf-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -81,7 +94,7 @@ def browser() -> Iterator[WebDriver]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1400,1100",
+        "--window-size=1400,1000",
         f"--user-data-dir={profile}",
     ]:
         options.add_argument(flag)
@@ -95,18 +108,31 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def worker() -> Iterator[subprocess.Popen[str]]:
-    """A real ``backfill worker`` process: it drains the partitions of running runs."""
-    process = start_manage(["backfill", "worker", "--idle-poll", "0.2"], "tests")
+def worker(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A real ``backfill worker`` process: it drains the partitions of running runs. Its
+    output goes to a file (a pipe nobody reads could fill and block it) and is printed at
+    teardown, where pytest shows it if the test failed."""
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "django", "backfill", "worker", "--idle-poll", "0.2"],
+            cwd=ROOT,
+            env=child_env(DJANGO_SETTINGS_MODULE="tests.settings"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         yield process
     finally:
-        process.terminate()
+        process.terminate()  # hands its partition back after the current chunk
         try:
-            process.communicate(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
+        print(f"backfill worker (exit {process.returncode}):\n{log.read_text()}")
 
 
 def wait(driver: WebDriver, seconds: float) -> WebDriverWait[WebDriver]:
@@ -142,28 +168,71 @@ def progress(driver: WebDriver) -> float:
     return float(value or 0)
 
 
-def state_is(state: str) -> Any:
-    return lambda driver: text(driver, "#bf-state") == state
+def settled(state: str) -> Any:
+    """The run's page as served in *state*: the script writes a new state into #bf-state
+    first and reloads the page after, so the text alone may still be the old page's."""
+
+    def check(driver: WebDriver) -> bool:
+        served = driver.find_element(By.ID, "bf-run").get_attribute("data-bf-state")
+        return served == state and text(driver, "#bf-state") == state
+
+    return check
+
+
+def described(expected: dict[int, str]) -> int:
+    """How many posts hold the description the backfill computes for them."""
+    rows = Post.objects.values_list("id", "seo_description")
+    return sum(description == expected[pk] for pk, description in rows)
+
+
+def fill(driver: WebDriver, **values: str) -> None:
+    form = driver.find_element(By.ID, "bf-start-form")
+    for name, value in values.items():
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+
+
+def actions(driver: WebDriver) -> list[tuple[str, str]]:
+    """(action, by) of each row of the run page's actions log."""
+    rows = driver.find_elements(By.CSS_SELECTOR, "#bf-actions tbody tr")
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    return [(c[1], c[2]) for c in cells if len(c) >= 3]
 
 
 def test_start_watch_pause_resume_and_complete_a_run(
     live_server: Any, browser: WebDriver, worker: subprocess.Popen[str]
 ) -> None:
     call_command("seed_posts", count=POSTS, verbosity=0)
+    # What the backfill writes into each post; the seeded descriptions differ from it.
+    expected = {
+        pk: describe(title, body, 0)
+        for pk, title, body in Post.objects.values_list("id", "title", "body")
+    }
+    assert described(expected) == 0
     base = live_server.url
     log_in(browser, base)
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-backfill="{SEO}"]')
     assert row.find_element(By.CSS_SELECTOR, ".bf-state").text == "never run"
 
-    # Start: a form from the backfill's typed parameters; the run goes to the worker.
+    # Start: a form from the backfill's typed parameters. A preview first (a dry run of 3
+    # chunks of 100 rows, rolled back, about 1 s at this latency), then the run itself, which
+    # goes to the worker.
     row.find_element(By.CSS_SELECTOR, "a.bf-start-link").click()
-    latency = browser.find_element(By.ID, "id_latency_ms")
-    latency.clear()
-    latency.send_keys("3")
-    browser.find_element(By.CSS_SELECTOR, "button[name=start]").click()
-    wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-run")))
+    assert browser.find_element(By.NAME, "latency_ms").get_attribute("id") == "id_latency_ms"
+    fill(browser, latency_ms=str(LATENCY_MS), workers="1")
+    browser.find_element(By.CSS_SELECTOR, "#bf-start-form button[name=preview]").click()
+    preview = wait(browser, 30).until(ec.presence_of_element_located((By.ID, "bf-preview")))
+    assert "Dry run" in preview.text and "seo_description" in preview.text
+    assert not BackfillRun.objects.exists()
+    assert described(expected) == 0  # rolled back
+    fill(browser, latency_ms=str(LATENCY_MS), workers="1")
+    browser.find_element(By.CSS_SELECTOR, "#bf-start-form button[name=start]").click()
+    page = wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-run")))
     run = BackfillRun.objects.get(name=SEO)
-    assert run.parallel and run.parameters == {"latency_ms": 3.0} and run.started_by == "ada"
+    assert page.get_attribute("data-run-id") == str(run.pk)
+    assert run.parallel and run.workers == 1 and run.started_by == "ada"
+    assert run.parameters == {"latency_ms": float(LATENCY_MS)}
 
     # The bar advances with no reload: the page's script refreshes its figures.
     wait(browser, 30).until(lambda d: progress(d) > 0)
@@ -176,11 +245,13 @@ def test_start_watch_pause_resume_and_complete_a_run(
     wait(browser, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#bf-chart-throughput polyline")
     )
+    assert browser.find_elements(By.CSS_SELECTOR, "#bf-chart-chunks svg")
+    assert browser.find_elements(By.CSS_SELECTOR, "#bf-cancel button")
     shot(browser, "admin-run-running.png")
 
     # The overview shows it running, and refreshes its bar in place too.
     browser.get(f"{base}/admin/backfills/")
-    row_bar = f'tr[data-backfill="{SEO}"] progress'
+    row_bar = f'tr[data-backfill="{SEO}"] progress.bf-progress'
     shown = float(browser.find_element(By.CSS_SELECTOR, row_bar).get_attribute("value") or 0)
     wait(browser, 30).until(
         lambda d: (
@@ -194,32 +265,37 @@ def test_start_watch_pause_resume_and_complete_a_run(
 
     # Pause: the page shows it, and the worker stops writing.
     browser.find_element(By.CSS_SELECTOR, "#bf-pause button").click()
-    wait(browser, 20).until(state_is("paused"))
+    wait(browser, 20).until(settled("paused"))
+    assert browser.find_element(By.ID, "bf-resume")
+    assert not browser.find_elements(By.ID, "bf-pause")
     wait_for(
         lambda: not BackfillPartition.objects.filter(run=run, state="running").exists(),
         timeout=20,
     )
     paused = BackfillRun.objects.get(pk=run.pk)
     assert paused.state == "paused" and 0 < paused.rows_scanned < POSTS
-    still = browser.find_element(By.ID, "bf-rows").text
-    wait(browser, 10).until(lambda d: d.find_element(By.ID, "bf-resume"))
+    # Nothing to wait for proves a negative: give the worker, still alive and polling every
+    # 0.2 s, a second to (not) go on.
+    time.sleep(1)
+    assert worker.poll() is None
     assert BackfillRun.objects.get(pk=run.pk).rows_scanned == paused.rows_scanned
-    assert browser.find_element(By.ID, "bf-rows").text == still
+    scanned = sum(p.rows_scanned for p in BackfillPartition.objects.filter(run=run))
+    assert scanned == paused.rows_scanned
 
     # Resume: the worker claims the partitions again and the run completes.
     browser.find_element(By.CSS_SELECTOR, "#bf-resume button").click()
-    wait(browser, 90).until(state_is("completed"))
+    wait(browser, 90).until(settled("completed"))
     assert progress(browser) == 100
     done = BackfillRun.objects.get(pk=run.pk)
     assert done.state == "completed"
-    assert (done.rows_scanned, done.rows_processed) == (POSTS, POSTS)
-    assert not Post.objects.filter(seo_description="").exists()
-    actions = text(browser, "#bf-actions")
+    # Every post walked and written once, and each holds what the backfill computes for it.
+    assert (done.rows_scanned, done.rows_processed, done.rows_failed) == (POSTS, POSTS, 0)
+    parts = BackfillPartition.objects.filter(run=run)
+    assert sum(p.rows_scanned for p in parts) == sum(p.rows_processed for p in parts) == POSTS
+    assert described(expected) == POSTS
+    logged = actions(browser)
     for verb in ("start", "pause", "resume"):
-        assert any(line.split()[2:4] == [verb, "ada"] for line in actions.splitlines()), (
-            verb,
-            actions,
-        )
+        assert (verb, "ada") in logged, logged
 
 
 def test_a_failed_run_shows_its_traceback(live_server: Any, browser: WebDriver) -> None:
@@ -236,4 +312,15 @@ def test_a_failed_run_shows_its_traceback(live_server: Any, browser: WebDriver) 
     assert "Traceback (most recent call last)" in traceback.text
     assert "note is 'boom'" in traceback.text
     assert text(browser, "#bf-state") == "failed"
+    assert browser.find_element(By.ID, "bf-run").get_attribute("data-run-id") == str(run.pk)
+    # A failed serial run is resumed by a process, not from here; it may be cancelled.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#bf-pause, #bf-resume")
     shot(browser, "admin-run-failed.png")
+
+    # Cancel asks first; going back leaves the run as it was.
+    browser.find_element(By.CSS_SELECTOR, "#bf-cancel button").click()
+    confirm = wait(browser, 15).until(ec.presence_of_element_located((By.ID, "bf-cancel-confirm")))
+    assert f"run #{run.pk}" in browser.find_element(By.ID, "content").text
+    confirm.find_element(By.CSS_SELECTOR, "a.cancel-link").click()
+    wait(browser, 15).until(settled("failed"))
+    assert BackfillRun.objects.get(pk=run.pk).state == "failed"

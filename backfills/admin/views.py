@@ -36,6 +36,8 @@ State = BackfillRun.State
 
 #: Seconds between the pages' refreshes of their figures.
 REFRESH_SECONDS = 2
+#: Rows per chunk of the start page's dry run (3 chunks, rolled back, inside the request).
+PREVIEW_BATCH_SIZE = 100
 
 
 def who(request: HttpRequest) -> str:
@@ -58,7 +60,8 @@ def figures(run: RunSnapshot) -> dict[str, Any]:
         "failed": f"{run.rows_failed:,}",
         "chunks": f"{run.chunks_done:,}",
         "rate": fmt.rate(run.rate),
-        "eta": fmt.duration(run.eta_seconds),
+        # Only a run that is walking has an ETA (a paused or failed one would say "0.0s").
+        "eta": fmt.duration(run.eta_seconds if run.shown_state == State.RUNNING else None),
         "elapsed": fmt.elapsed(run),
         "throttled": run.throttle_reason,
         "workers": "-" if run.workers is None else str(run.workers),
@@ -396,7 +399,13 @@ class RunViews(_Base):
         if request.method == "POST" and form.is_valid():
             if "preview" in request.POST:
                 try:
-                    preview = dry_run(backfill_cls, using=using, parameters=form.parameters())
+                    # Small chunks: the preview holds one transaction inside the request.
+                    preview = dry_run(
+                        backfill_cls,
+                        using=using,
+                        parameters=form.parameters(),
+                        batch_size=PREVIEW_BATCH_SIZE,
+                    )
                 except BackfillError as exc:
                     preview_error = str(exc)
             elif "start" in request.POST and unfinished is None and problem is None:
