@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import environ
+
 from example_project import settings as example_settings
 from example_project.db import database_from_env
 
@@ -51,6 +53,16 @@ _SUFFIX = "-shard" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "_
 DATABASES["shard"] = {**DATABASES["default"], "NAME": f"{DATABASES['default']['NAME']}{_SUFFIX}"}
 if "TEST" in DATABASES["default"]:
     DATABASES["shard"]["TEST"] = {"NAME": DATABASES["default"]["TEST"]["NAME"] + "-shard"}
+
+# A replica of the default database's server (tests/test_replica_lag.py, against the servers of
+# scripts/replicas.sh), only when BACKFILLS_TEST_REPLICA_URL names one. A test mirror: the test
+# runner creates no database there; it reads the test database (test_test) that replication
+# copies from the primary.
+if os.environ.get("BACKFILLS_TEST_REPLICA_URL"):
+    DATABASES["replica"] = {
+        **environ.Env.db_url_config(os.environ["BACKFILLS_TEST_REPLICA_URL"]),
+        "TEST": {"MIRROR": "default"},
+    }
 
 BACKFILLS = {
     # Keep retry back-off short so tests that inject transient errors stay fast.

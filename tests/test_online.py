@@ -208,7 +208,9 @@ def test_pause_file_throttles_a_running_process_until_removed(tmp_path: Path) ->
 
 
 def test_backfill_set_changes_the_batch_size_of_a_running_process() -> None:
-    Item.objects.bulk_create([Item() for _ in range(3000)])
+    # 12 s of work at 2 ms a row: the `set` process must land while the run still runs, and
+    # on a loaded 2-core machine its start-up alone took longer than the 6 s of 3000 rows.
+    Item.objects.bulk_create([Item() for _ in range(6000)])
     process = start_manage(
         ["backfill", "run", "testapp.slow_count_items", "--progress-interval", "0"],
         project="tests",
