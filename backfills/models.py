@@ -435,7 +435,9 @@ class BackfillSample(models.Model):
 
 class BackfillAction(models.Model):
     """Who did what to a backfill and when: a start, pause, resume, cancel, settings change or
-    quarantine retry, from the admin, the command line or code (``backfills.control``)."""
+    quarantine retry, from the admin, the command line or code (``backfills.control``).
+
+    The log outlives its runs: deleting a run keeps its actions (``run`` becomes NULL)."""
 
     class Via(models.TextChoices):
         ADMIN = "admin"
@@ -443,7 +445,7 @@ class BackfillAction(models.Model):
         CODE = "code"
 
     run = models.ForeignKey(
-        BackfillRun, on_delete=models.CASCADE, null=True, blank=True, related_name="actions"
+        BackfillRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="actions"
     )
     name = models.CharField(max_length=200, db_index=True)
     action = models.CharField(max_length=30)

@@ -307,3 +307,19 @@ def test_thinning_keeps_the_ends_and_the_slowest_chunk() -> None:
     # The kept samples keep their slowest chunks (0.9 s) and take the dropped ones' when
     # slower: the 0.8 s chunk of the dropped sixth sample moves into the last.
     assert [s.max_chunk_seconds for s in kept] == [0.1, 0.9, 0.4, 0.8]
+
+
+def test_only_finished_runs_can_be_deleted() -> None:
+    run = open_parallel_run()
+    account = User.objects.create_superuser("root", password="pw")
+    client = Client()
+    client.force_login(account)
+    delete = reverse("admin:backfills_backfillrun_delete", args=[run.pk])
+    assert client.get(delete).status_code == 403  # running: its checkpoint
+    BackfillRun.objects.filter(pk=run.pk).update(state="failed")
+    assert client.get(delete).status_code == 403  # failed: resumable
+    BackfillRun.objects.filter(pk=run.pk).update(state="cancelled", active_key=None)
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+    assert not BackfillRun.objects.filter(pk=run.pk).exists()
+    # The actions log outlives the run.
+    assert BackfillAction.objects.filter(name=SEO, action="start", run__isnull=True).exists()

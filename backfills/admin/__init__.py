@@ -71,8 +71,9 @@ class BackfillRunAdmin(RunViews, admin.ModelAdmin[BackfillRun]):
         return False  # runs are started from the start page (or the command line)
 
     def has_delete_permission(self, request: HttpRequest, obj: BackfillRun | None = None) -> bool:
-        # Only finished history may go: an unfinished run is someone's checkpoint.
-        if obj is not None and obj.state not in BackfillRun.FINAL | {BackfillRun.State.FAILED}:
+        # Only finished history may go: an unfinished run (a failed one too: it resumes from
+        # its checkpoint) is someone's progress.
+        if obj is not None and obj.state not in BackfillRun.FINAL:
             return False
         return super().has_delete_permission(request, obj)
 

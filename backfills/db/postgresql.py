@@ -49,10 +49,14 @@ class PostgreSQL(Vendor):
         )
 
     def replica_delay(self, connection: BaseDatabaseWrapper) -> float | None:
+        # The time since the last replayed commit is the delay only while received WAL waits
+        # to be replayed: a caught-up replica of a primary that has committed nothing for a
+        # minute is not a minute behind.
         return fetch_float(
             connection,
-            "SELECT CASE WHEN pg_is_in_recovery() THEN COALESCE(extract(epoch FROM "
-            "now() - pg_last_xact_replay_timestamp()), 0) END",
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END",
         )
 
     def rows_per_update(self, connection: BaseDatabaseWrapper, columns: int, rows: int) -> int:
