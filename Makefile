@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 BENCH_ARGS ?=
 
-.PHONY: demo test test-postgres test-mysql lint bench clean
+.PHONY: demo test test-postgres test-mysql lint bench replicas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ test-mysql:
 
 _test-mysql: $(INSTALLED)
 	DATABASE_URL=mysql://root@127.0.0.1:3306/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A PostgreSQL primary (5440) with a streaming replica (5441) and a MariaDB primary (3340) with
+# a replica (3341), for tests/test_replica_lag.py (see .ci/run for how it is run against them);
+# `scripts/replicas.sh stop` stops them.
+replicas:
+	scripts/replicas.sh start
 
 # Benchmarks: the database is DATABASE_URL's (SQLite by default); see bench/run.py.
 # BENCH_ARGS="--parallel ..." measures parallel runs instead (bench/parallel.py; PostgreSQL or

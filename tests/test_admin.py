@@ -290,6 +290,18 @@ def test_a_run_records_a_bounded_history(settings: Any) -> None:
     assert scanned == sorted(scanned)
 
 
+def test_a_parallel_run_s_samples_carry_its_shared_health_verdict() -> None:
+    from backfills.engine.ledger import Partitions
+
+    run = open_parallel_run()
+    ledger = Ledger("default", 60)
+    Partitions(ledger).record_health(run, "replica lag 3.0 s")
+    assert run.throttle_reason == ""  # this worker's copy of the row does not know it
+    assert History(ledger, every=0, keep=10).offer(run, force=True)
+    sample = BackfillSample.objects.get(run=run)
+    assert sample.throttle_reason == "replica lag 3.0 s"
+
+
 def test_thinning_keeps_the_ends_and_the_slowest_chunk() -> None:
     Item.objects.bulk_create([Item() for _ in range(3)])
     run_backfill(COUNT)

@@ -91,6 +91,14 @@ class History:
         if not runs.update(sampled_at=now):
             return False  # another worker recorded this interval's sample
         slowest = self._slowest.pop(run.pk, None)
+        reason = run.throttle_reason
+        if run.parallel:
+            # A parallel run's verdict is recorded on its row by whichever worker asked the
+            # checks (and its time_throttled is not summed): read it there.
+            reason = (
+                self.ledger.runs.filter(pk=run.pk).values_list("throttle_reason", flat=True).first()
+                or ""
+            )
         BackfillSample.objects.using(self.ledger.using).create(
             run_id=run.pk,
             at=now,
@@ -99,7 +107,7 @@ class History:
             chunks_done=run.chunks_done,
             time_running=run.time_running,
             time_throttled=run.time_throttled,
-            throttle_reason=run.throttle_reason,
+            throttle_reason=reason,
             max_chunk_seconds=slowest,
         )
         if BackfillSample.objects.using(self.ledger.using).filter(run=run.pk).count() > self.keep:
