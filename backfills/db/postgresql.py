@@ -51,11 +51,13 @@ class PostgreSQL(Vendor):
     def replica_delay(self, connection: BaseDatabaseWrapper) -> float | None:
         # The time since the last replayed commit is the delay only while received WAL waits
         # to be replayed: a caught-up replica of a primary that has committed nothing for a
-        # minute is not a minute behind.
+        # minute is not a minute behind. Without a WAL receiver (primary unreachable) nothing
+        # new is received either, so that time is all there is to go by.
         return fetch_float(
             connection,
             "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
-            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+            "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0 "
             "ELSE COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END",
         )
 
