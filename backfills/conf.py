@@ -71,6 +71,13 @@ DEFAULTS: dict[str, Any] = {
     # HISTORY_SECONDS, and never more than HISTORY_SAMPLES per run (older samples are thinned,
     # which keeps every figure between the remaining ones exact). 0 samples: no history.
     "HISTORY_SECONDS": 5.0,
+    # The blocking guard (PostgreSQL, MariaDB/MySQL): while a chunk is open, a second
+    # connection looks every BLOCKING_POLL_SECONDS for sessions waiting on the chunk's locks.
+    # A wait over BLOCKING_BUDGET halves the next chunk and yields before it; a wait over
+    # BLOCKING_LIMIT cancels the chunk at once (retried smaller). None turns either off.
+    "BLOCKING_BUDGET": 0.1,
+    "BLOCKING_LIMIT": 1.0,
+    "BLOCKING_POLL_SECONDS": 0.05,
     "HISTORY_SAMPLES": 240,
 }
 
@@ -120,6 +127,9 @@ class Settings:
     task_max_seconds: float
     history_seconds: float
     history_samples: int
+    blocking_budget: float | None
+    blocking_limit: float | None
+    blocking_poll_seconds: float
 
 
 def _typed(name: str, value: Any) -> Any:

@@ -51,6 +51,17 @@ class Retrying(Event):
 
 
 @dataclass(frozen=True)
+class Yielding(Event):
+    """Application sessions waited on the last chunk's locks longer than BLOCKING_BUDGET: the
+    runner waits ``pause`` seconds and makes the next chunk ``next_size`` rows."""
+
+    sessions: int
+    max_wait: float
+    pause: float
+    next_size: int
+
+
+@dataclass(frozen=True)
 class Throttled(Event):
     """A health check said "not now"; the runner waits ``wait`` seconds before asking again."""
 

@@ -52,6 +52,9 @@ class RunFigures:
     error_message: str
     workers: int | None
     max_workers: int | None
+    blocking_yields: int
+    blocking_cancels: int
+    blocking_max_wait: float
 
     @property
     def parallel(self) -> bool:
@@ -170,6 +173,11 @@ class RunFigures:
             ),
             "workers": self.workers,
             "max_workers": self.max_workers,
+            "blocking": {
+                "yields": self.blocking_yields,
+                "cancels": self.blocking_cancels,
+                "max_wait": round(self.blocking_max_wait, 3),
+            },
         }
 
 
@@ -266,6 +274,12 @@ class BackfillRun(RunFigures, models.Model):
     # Who started the run and from where: ``user@host`` from the command line, the user's
     # name from the admin, whatever code passed as ``started_by``.
     started_by = models.CharField(max_length=255, blank=True, default="")
+    # The blocking guard: chunks whose locks kept application sessions waiting longer than
+    # BLOCKING_BUDGET (the walk yielded after each), chunks it cancelled past BLOCKING_LIMIT,
+    # and the longest wait it saw (seconds).
+    blocking_yields = models.IntegerField(default=0)
+    blocking_cancels = models.IntegerField(default=0)
+    blocking_max_wait = models.FloatField(default=0.0)
     # When the run's history last got a sample (BackfillSample): the conditional UPDATE on it
     # decides which of several workers records the next one.
     sampled_at = models.DateTimeField(null=True, blank=True)

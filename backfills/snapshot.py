@@ -60,6 +60,9 @@ class RunSnapshot(RunFigures):
     error_backtrace: str
     workers: int | None = None
     max_workers: int | None = None
+    blocking_yields: int = 0
+    blocking_cancels: int = 0
+    blocking_max_wait: float = 0.0
     #: True when the run reads ``running`` but its owner is gone (pid dead on this host, or
     #: heartbeat past the lease): shown as ``interrupted`` until someone takes it over.
     interrupted: bool = False

@@ -10,8 +10,11 @@ from django.db import utils
 PG_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"})
 # MySQL/MariaDB error numbers: lock wait timeout, deadlock, server gone away, lost connection,
 # can't connect, max_statement_time (MariaDB) / max_execution_time (MySQL) exceeded,
-# client disconnected by the server, server shutdown in progress.
-MYSQL_TRANSIENT_CODES = frozenset({1205, 1213, 2006, 2013, 2002, 2003, 1969, 3024, 4031, 1053})
+# client disconnected by the server, server shutdown in progress, and a statement interrupted
+# by KILL QUERY (the blocking guard's cancel, or an operator's).
+MYSQL_TRANSIENT_CODES = frozenset(
+    {1205, 1213, 2006, 2013, 2002, 2003, 1969, 3024, 4031, 1053, 1317}
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -48,5 +51,5 @@ def is_timeout(exc: BaseException) -> bool:
         return sqlstate in {"55P03", "57014"}
     args = getattr(cause, "args", ())
     if args and isinstance(args[0], int):
-        return args[0] in {1205, 1969, 3024}
+        return args[0] in {1205, 1969, 3024, 1317}
     return "database is locked" in str(cause).lower()

@@ -37,8 +37,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "test-artifacts"
 SEO = "blog.refresh_seo_descriptions"
-POSTS = 3000
-LATENCY_MS = 3  # per post: about 9 s for one worker
+POSTS = 4000
+LATENCY_MS = 5  # per post: about 20 s for one worker, time to pause it midway under load
 
 try:
     from selenium import webdriver

@@ -32,6 +32,29 @@ class Vendor:
     ) -> None:
         """Bound how long the open chunk may wait for locks or run one statement."""
 
+    #: Whether ``lock_waits`` can see who waits on a session's locks (the blocking guard).
+    sees_lock_waits = False
+
+    def backend_id(self, connection: BaseDatabaseWrapper) -> int | None:
+        """The server's id of *connection*'s session (a pid, a thread id), read off the client
+        connection without a query; None when not connected."""
+        return None
+
+    #: The shortest useful interval between two ``lock_waits`` looks (seconds).
+    lock_waits_min_interval = 0.0
+    #: Whether one looker at a time sees fresh lock waits (several would starve each other).
+    lock_waits_one_looker = False
+
+    def lock_waits(self, probe: BaseDatabaseWrapper, backend: int) -> dict[int, float]:
+        """The sessions waiting on a lock *backend* holds, asked on another connection,
+        *probe*: each waiter's id and a lower bound of the seconds it has waited so far."""
+        return {}
+
+    def release_locks(self, probe: BaseDatabaseWrapper, backend: int, *, force: bool) -> None:
+        """Make *backend*'s transaction give up its locks, from *probe*: cancel its running
+        statement (the transaction rolls back when the caller sees the error) or, when it is
+        between statements or *force*, end its session (the server rolls it back)."""
+
     def table_estimate(self, connection: BaseDatabaseWrapper, table: str) -> int | None:
         """The planner's row estimate for *table*, or None where there is none."""
         return None

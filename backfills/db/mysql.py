@@ -40,6 +40,62 @@ class MySQL(Vendor):
                 cursor.execute("SET SESSION " + ", ".join(parts))
         raw._backfills_timeouts = (lock, statement)
 
+    sees_lock_waits = True
+
+    def backend_id(self, connection: BaseDatabaseWrapper) -> int | None:
+        raw = connection.connection
+        return None if raw is None else int(raw.thread_id())
+
+    # InnoDB refreshes its information_schema copy of transactions and lock waits only when
+    # it was not read for 0.1 s: looking more often would keep reading a stale copy, and so
+    # would several lookers at once (the workers of a parallel run).
+    lock_waits_min_interval = 0.15
+    lock_waits_one_looker = True
+
+    def lock_waits(self, probe: BaseDatabaseWrapper, backend: int) -> dict[int, float]:
+        # MariaDB (and MySQL 5.7) keep lock waits in information_schema; MySQL 8 moved them to
+        # performance_schema.data_lock_waits. trx_wait_started has whole seconds: one second
+        # less than its difference to now is a lower bound of the wait.
+        if getattr(probe, "mysql_is_mariadb", False) or getattr(probe, "mysql_version", (8,)) < (
+            8,
+        ):
+            waits = (
+                "information_schema.INNODB_LOCK_WAITS w "
+                "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id "
+                "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id"
+            )
+        else:
+            waits = (
+                "performance_schema.data_lock_waits w "
+                "JOIN information_schema.INNODB_TRX b "
+                "ON b.trx_id = w.BLOCKING_ENGINE_TRANSACTION_ID "
+                "JOIN information_schema.INNODB_TRX r "
+                "ON r.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID"
+            )
+        with probe.cursor() as cursor:
+            cursor.execute(
+                "SELECT r.trx_mysql_thread_id, "
+                "TIMESTAMPDIFF(MICROSECOND, r.trx_wait_started, NOW(6)) / 1e6 - 1 "
+                f"FROM {waits} WHERE b.trx_mysql_thread_id = %s",
+                [backend],
+            )
+            return {
+                int(waiter): max(0.0, float(waited or 0.0)) for waiter, waited in cursor.fetchall()
+            }
+
+    def release_locks(self, probe: BaseDatabaseWrapper, backend: int, *, force: bool) -> None:
+        # KILL QUERY only stops a running statement; a session between two statements of its
+        # transaction ("Sleep") keeps its locks until its connection is killed.
+        with probe.cursor() as cursor:
+            cursor.execute(
+                "SELECT command FROM information_schema.PROCESSLIST WHERE id = %s", [backend]
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return
+            idle = str(row[0]).lower() == "sleep"
+            cursor.execute(f"KILL {'CONNECTION' if idle or force else 'QUERY'} {int(backend)}")
+
     def table_estimate(self, connection: BaseDatabaseWrapper, table: str) -> int | None:
         with connection.cursor() as cursor:
             cursor.execute(

@@ -33,6 +33,33 @@ class PostgreSQL(Vendor):
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT {calls}", [v for pair in settings for v in pair])
 
+    sees_lock_waits = True
+
+    def backend_id(self, connection: BaseDatabaseWrapper) -> int | None:
+        raw = connection.connection
+        return None if raw is None else int(raw.info.backend_pid)
+
+    def lock_waits(self, probe: BaseDatabaseWrapper, backend: int) -> dict[int, float]:
+        # pg_locks.waitstart (PostgreSQL 14+): when each waiting lock request began to wait.
+        with probe.cursor() as cursor:
+            cursor.execute(
+                "SELECT l.pid, EXTRACT(EPOCH FROM clock_timestamp() - MIN(l.waitstart)) "
+                "FROM pg_locks l WHERE NOT l.granted AND %s = ANY(pg_blocking_pids(l.pid)) "
+                "GROUP BY l.pid",
+                [backend],
+            )
+            return {int(pid): float(waited or 0.0) for pid, waited in cursor.fetchall()}
+
+    def release_locks(self, probe: BaseDatabaseWrapper, backend: int, *, force: bool) -> None:
+        # A cancel only stops a running statement: a session idle in its transaction (the
+        # backfill's Python between two statements) keeps its locks unless it is ended.
+        with probe.cursor() as cursor:
+            cursor.execute(
+                "SELECT CASE WHEN state = 'active' AND NOT %s THEN pg_cancel_backend(pid) "
+                "ELSE pg_terminate_backend(pid) END FROM pg_stat_activity WHERE pid = %s",
+                [force, backend],
+            )
+
     def table_estimate(self, connection: BaseDatabaseWrapper, table: str) -> int | None:
         with connection.cursor() as cursor:
             cursor.execute(

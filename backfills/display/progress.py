@@ -33,6 +33,7 @@ from ..events import (
     SettingsChanged,
     ThrottleCleared,
     Throttled,
+    Yielding,
 )
 from . import format as fmt
 from .tables import fits
@@ -139,6 +140,8 @@ class PlainProgress:
                 self._next = now + self.interval
         elif isinstance(event, Retrying):
             self.write(retry_message(event))
+        elif isinstance(event, Yielding):
+            self.write(yield_message(event))
         elif isinstance(event, Throttled):
             if event.reason != self._throttled:
                 self._throttled = event.reason
@@ -155,6 +158,16 @@ class PlainProgress:
                 if self._shown != event.run.rows_scanned:
                     self._progress(event.run)
                 self.write(message)
+
+
+def yield_message(event: Yielding, *, label: bool = True) -> str:
+    """``blog.x: yielding: 3 sessions waited up to 180 ms on our locks; next chunk 250 rows``."""
+    sessions = fmt.count(event.sessions, "session")
+    text = (
+        f"yielding: {sessions} waited up to {event.max_wait * 1000:.0f} ms on our locks; "
+        f"next chunk {event.next_size:,} rows"
+    )
+    return f"{event.run.label}: {text}" if label else text
 
 
 class JsonProgress:
@@ -285,6 +298,10 @@ class RichProgress:
                 self.task,
                 status=f"[yellow]retry {event.attempt}: {escape(type(event.error).__name__)}[/]",
                 run=run,
+            )
+        elif isinstance(event, Yielding):
+            self.progress.update(
+                self.task, status=f"[yellow]{escape(yield_message(event, label=False))}[/]", run=run
             )
         elif isinstance(event, Throttled):
             self.progress.update(

@@ -196,6 +196,13 @@ def status_notes(
         notes.append(f"{head}: parameters {described}")
     if run.throttle_reason and run.shown_state == "running":
         notes.append(f"{head}: throttled: {run.throttle_reason}")
+    if run.blocking_yields or run.blocking_cancels:
+        notes.append(
+            f"{head}: application sessions waited on its locks: yielded after "
+            f"{fmt.count(run.blocking_yields, 'chunk')}, cancelled "
+            f"{fmt.count(run.blocking_cancels, 'chunk')}; longest wait "
+            f"{run.blocking_max_wait * 1000:.0f} ms"
+        )
     if run.requested_state:
         notes.append(f"{head}: {run.requested_state} requested")
     if run.state == "running" and run.owner_token and not run.parallel:

@@ -32,6 +32,7 @@ from ..events import (
     SettingsChanged,
     ThrottleCleared,
     Throttled,
+    Yielding,
 )
 from ..exceptions import (
     Abort,
@@ -49,6 +50,7 @@ from ..sizing import ChunkSizer
 from ..snapshot import RunSnapshot
 from ..throttle import default_checks
 from .gate import HealthGate, Stop, StopGate
+from .guard import BlockingGuard
 from .ledger import History, Lease, Ledger
 from .opening import Opening
 from .options import RunOptions, configure_sizer, resumed_run_settings
@@ -217,7 +219,6 @@ class Runner:
 
     def _walk(self, lease: Lease, prefetcher: Prefetcher | None) -> RunResult:
         """gate -> step -> pace, one chunk at a time, until done or stopped."""
-        run = lease.run
         step = ChunkStep(
             self.backfill,
             lease,
@@ -230,8 +231,17 @@ class Runner:
             ),
             on_retry=self._retrying,
             prefetcher=prefetcher,
+            guard=BlockingGuard.for_settings(self.using, self.settings),
         )
         step.stopping = lambda: self.gate.stopping
+        try:
+            return self._chunks(lease, step)
+        finally:
+            if step.guard is not None:
+                step.guard.close()
+
+    def _chunks(self, lease: Lease, step: ChunkStep) -> RunResult:
+        run = lease.run
         self.gate.start()
         cursor, horizon = step.load_pk(run.cursor), step.load_pk(run.horizon)
         chunks_here = rows_here = 0
@@ -246,7 +256,7 @@ class Runner:
             cursor = done.window.upper
             chunks_here += 1
             rows_here += done.window.size
-            self.sizer.observe(done.window.size, done.seconds)
+            step.settle(done)
             self._emit(
                 ChunkCommitted,
                 window_size=done.window.size,
@@ -255,6 +265,15 @@ class Runner:
                 failed=done.failed,
             )
             self.history.chunk(lease.run, done.seconds)
+            if done.blocking.over_budget:
+                self._emit(
+                    Yielding,
+                    sessions=done.blocking.sessions,
+                    max_wait=done.blocking.max_wait,
+                    pause=done.blocking.pause,
+                    next_size=self.sizer.size,
+                )
+                self._sleep(done.blocking.pause)
             self._pace(lease, done.seconds, self.gate.requested(chunks_here, rows_here) is None)
 
     def _pace(self, lease: Lease, seconds: float, going_on: bool) -> None:

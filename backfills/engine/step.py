@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from django.db import connections, transaction
 
 from ..chunking import Window, next_window, pk_target
 from ..sizing import ChunkSizer
+from .guard import NOTHING, Blocking, BlockingGuard
 from .preconditions import apply_chunk_timeouts
 from .quarantine import Isolator
 from .retry import Retry, RetryPolicy
@@ -37,6 +39,8 @@ class StepResult:
     processed: int
     failed: int
     seconds: float
+    #: Application sessions that waited on this chunk's locks (the blocking guard).
+    blocking: Blocking = NOTHING
 
 
 class ChunkStep:
@@ -52,8 +56,10 @@ class ChunkStep:
         policy: RetryPolicy,
         on_retry: Callable[[Retry, BaseException], None],
         prefetcher: Prefetcher | None = None,
+        guard: BlockingGuard | None = None,
     ) -> None:
         self.backfill = backfill
+        self.guard = guard
         self.lease = lease
         self.using = lease.using
         self.settings = settings
@@ -97,7 +103,10 @@ class ChunkStep:
                 retry = attempts.after(exc)
                 if retry is None:
                     raise
-                if retry.shrink:
+                cancelled = self.guard is not None and self.guard.last.cancelled
+                if cancelled:
+                    self._blocked(self.guard.last if self.guard else NOTHING)
+                if retry.shrink or cancelled:
                     self.sizer.halve()
                 logger.warning(
                     "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
@@ -124,7 +133,9 @@ class ChunkStep:
         """Process *window* (from the rows *prepared* ahead, if given) and commit it with the
         checkpoint."""
         cursor = self.dump_pk(window.upper)
-        with transaction.atomic(using=self.using):
+        connection = connections[self.using]
+        watching = self.guard.watch(connection) if self.guard is not None else nullcontext()
+        with watching, transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using], self.settings)
             queryset: models.QuerySet[Any] = window.filter(self.backfill.chunk_queryset()).order_by(
                 "pk"
@@ -140,8 +151,28 @@ class ChunkStep:
             seconds = time.perf_counter() - started
             at = self.lease.checkpoint(window, cursor, processed, failed, seconds)
         self.lease.checkpointed(window, cursor, processed, failed, seconds, at)
+        blocking = self.guard.last if self.guard is not None else NOTHING
+        if blocking.over_budget:
+            self._blocked(blocking)
         # Sizing and the display also count the commit, which is part of what a chunk costs.
-        return StepResult(window, processed, failed, time.perf_counter() - started)
+        return StepResult(window, processed, failed, time.perf_counter() - started, blocking)
+
+    def settle(self, done: StepResult) -> int:
+        """Size the next chunk after *done*: as the sizer says, halved when application
+        sessions waited on *done*'s locks longer than the budget (it grows back from there).
+        Returns the next size."""
+        size = self.sizer.observe(done.window.size, done.seconds)
+        if done.blocking.over_budget:
+            size = self.sizer.halve()
+        return size
+
+    def _blocked(self, blocking: Blocking) -> None:
+        """Count and log the waits a chunk imposed (the run's counters; never fails it)."""
+        logger.info("backfill %s: yielding: %s", self.lease.label, blocking.describe())
+        try:
+            self.lease.ledger.record_blocking(self.lease.run, blocking)
+        except Exception as exc:  # an observation
+            logger.warning("backfill %s: blocking not recorded: %s", self.lease.label, exc)
 
     def _committed_meanwhile(self) -> StepResult | None:
         """The chunk whose attempt failed, if its transaction did commit: an error reported for

@@ -30,6 +30,7 @@ from ..sizing import ChunkSizer
 from ..throttle import Health, default_checks, evaluate
 from ..transient import is_transient
 from .gate import HealthGate, Stop, StopGate
+from .guard import BlockingGuard
 from .ledger import History, Ledger, PartitionLease, Partitions, apply_settings
 from .options import configure_sizer
 from .owners import Owner
@@ -164,6 +165,8 @@ class Worker:
             )
             for alias, partitions in self.partitions.items()
         }
+        #: The blocking guard of each database (created with the first walk there).
+        self.guards: dict[str, BlockingGuard | None] = {}
         self.stop_reason: str | None = None
         self.signum: int | None = None
         self.result = WorkerResult()
@@ -186,6 +189,19 @@ class Worker:
 
     def run(self) -> WorkerResult:
         """Claim, walk, repeat; see the class docstring for when it returns."""
+        try:
+            return self._run()
+        finally:
+            for guard in self.guards.values():
+                if guard is not None:
+                    guard.close()
+
+    def _guard(self, using: str) -> BlockingGuard | None:
+        if using not in self.guards:
+            self.guards[using] = BlockingGuard.for_settings(using, self.settings, one_of_many=True)
+        return self.guards[using]
+
+    def _run(self) -> WorkerResult:
         if self.max_seconds is not None:
             self._deadline = time.monotonic() + self.max_seconds
         result = self.result
@@ -310,6 +326,7 @@ class Worker:
                 self.settings.retry_max_delay,
             ),
             on_retry=self._retrying,
+            guard=self._guard(lease.using),
         )
         step.stopping = lambda: self.stopping
         walk = _Walk(self, lease, step)
@@ -337,8 +354,11 @@ class Worker:
                 cursor = done.window.upper
                 result.chunks += 1
                 result.rows += done.window.size
-                self._last_size[key] = sizer.observe(done.window.size, done.seconds)
+                self._last_size[key] = step.settle(done)
                 self.histories[lease.using].note(run.pk, done.seconds)
+                if done.blocking.over_budget:
+                    self.report(f"run #{run.pk} yielding: {done.blocking.describe()}")
+                    walk.sleep(done.blocking.pause)
                 walk.pace(done.seconds)
         except LeaseLost as exc:
             logger.warning("%s", exc)

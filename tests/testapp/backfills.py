@@ -112,6 +112,21 @@ class ChaosCountItems(HoldingCountingBackfill):
 
 
 @register
+class HoldLocksItems(CountingBackfill):
+    """Count each Item once, then keep the chunk's row locks for `hold_per_row` seconds a
+    row before committing: work that takes longer with more rows (the blocking guard's tests)."""
+
+    model = "testapp.Item"
+    name = "testapp.hold_locks_items"
+    batch_size = 100
+    hold_per_row: float = 0.0
+
+    def process_chunk(self, rows: list[Any]) -> None:
+        super().process_chunk(rows)
+        time.sleep(float(self.__class__.hold_per_row) * len(rows))
+
+
+@register
 class PrefetchCountItems(RowBackfill):
     """Count each Item once with a row backfill that reads each next chunk ahead (prefetch).
 

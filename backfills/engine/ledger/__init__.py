@@ -47,6 +47,7 @@ class ChunkLease(Protocol):
 
     using: str
     run: BackfillRun
+    ledger: Ledger
 
     @property
     def label(self) -> str: ...

@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import F, FloatField, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from ...exceptions import RunNotResumable, RunOwned
@@ -20,6 +20,7 @@ from ..owners import Owner, describe_owner, owner_alive, owner_gone_here, owner_
 from .transitions import check_transition, sources
 
 if TYPE_CHECKING:
+    from ..guard import Blocking
     from .lease import Lease
 
 logger = logging.getLogger("backfills")
@@ -269,6 +270,21 @@ class Ledger:
             pk=run.pk, owner_token=run.owner_token, state__in=sources(state)
         ).update(**fields)
         return bool(done)
+
+    def record_blocking(self, run: BackfillRun, blocking: Blocking) -> None:
+        """Count a chunk whose locks kept application sessions waiting over the budget (or
+        that the guard cancelled), and the longest wait, on the run's row (an observation:
+        not fenced, for a serial run and for any worker of a parallel one)."""
+        self.runs.filter(pk=run.pk).update(
+            blocking_yields=F("blocking_yields") + int(blocking.over_budget),
+            blocking_cancels=F("blocking_cancels") + int(blocking.cancelled),
+            blocking_max_wait=Greatest(
+                F("blocking_max_wait"), Value(blocking.max_wait, output_field=FloatField())
+            ),
+        )
+        run.blocking_yields += int(blocking.over_budget)
+        run.blocking_cancels += int(blocking.cancelled)
+        run.blocking_max_wait = max(run.blocking_max_wait, blocking.max_wait)
 
     def record_action(
         self,
