@@ -72,12 +72,14 @@ DEFAULTS: dict[str, Any] = {
     # which keeps every figure between the remaining ones exact). 0 samples: no history.
     "HISTORY_SECONDS": 5.0,
     # The blocking guard (PostgreSQL, MariaDB/MySQL): while a chunk is open, a second
-    # connection looks every BLOCKING_POLL_SECONDS for sessions waiting on the chunk's locks.
+    # connection looks for sessions waiting on the chunk's locks.
     # A wait over BLOCKING_BUDGET halves the next chunk and yields before it; a wait over
     # BLOCKING_LIMIT cancels the chunk at once (retried smaller). None turns either off.
     "BLOCKING_BUDGET": 0.1,
     "BLOCKING_LIMIT": 1.0,
-    "BLOCKING_POLL_SECONDS": 0.05,
+    # Every 0.2 s while nobody waits (a look every 50 ms cost a row backfill 13% on 2 cores),
+    # four times as often once someone does.
+    "BLOCKING_POLL_SECONDS": 0.2,
     "HISTORY_SAMPLES": 240,
 }
 

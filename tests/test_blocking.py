@@ -64,7 +64,7 @@ def app() -> Iterator[Application]:
 
 
 def blocking_settings(settings: Any, **values: Any) -> None:
-    settings.BACKFILLS = {**settings.BACKFILLS, "BLOCKING_POLL_SECONDS": 0.02, **values}
+    settings.BACKFILLS = {**settings.BACKFILLS, **values}
 
 
 def test_a_wait_over_the_budget_halves_the_next_chunk_and_yields(
