@@ -314,6 +314,16 @@ def start(
     from .engine.runner import RunOptions
 
     backfill_cls = _class(name)
+    if enqueue:
+        from .exceptions import BackfillConfigurationError
+        from .tasks import backend_problem
+
+        problem = backend_problem()
+        if problem is not None:  # before the run is opened: no run is left waiting for tasks
+            raise BackfillConfigurationError(
+                f"{problem} Start it with `backfill run {backfill_cls.name} --workers "
+                f"{workers}` instead, or pass enqueue=False and run `backfill worker`."
+            )
     opened = start_parallel(
         backfill_cls,
         workers=workers,

@@ -335,3 +335,13 @@ def test_only_finished_runs_can_be_deleted() -> None:
     assert not BackfillRun.objects.filter(pk=run.pk).exists()
     # The actions log outlives the run.
     assert BackfillAction.objects.filter(name=SEO, action="start", run__isnull=True).exists()
+
+
+def test_control_start_refuses_before_opening_a_run_without_a_task_backend(settings: Any) -> None:
+    from backfills.exceptions import BackfillConfigurationError
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    seed_posts()
+    with pytest.raises(BackfillConfigurationError, match="does not run tasks in a worker"):
+        control.start(SEO, workers=1)
+    assert not BackfillRun.objects.exists()

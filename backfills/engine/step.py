@@ -79,6 +79,8 @@ class ChunkStep:
         attempts = self.policy.attempts()
         while True:
             started = time.perf_counter()
+            if self.guard is not None:
+                self.guard.last = NOTHING  # an attempt that fails before its chunk opens
             size = self.sizer.size if limit is None else max(1, min(self.sizer.size, limit))
             try:
                 if attempts.failures:
