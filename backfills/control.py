@@ -113,9 +113,7 @@ def _stop(
 
 def _record(using: str, result: ControlResult, action: str, by: str, via: str) -> None:
     """Record who did *action* to the run, with the call's sentence (``BackfillAction``)."""
-    ledger = _ledger(using)
-    run = ledger.runs.filter(pk=result.run.pk).first()
-    ledger.record_action(run, action, by=by, via=via, message=result.message)
+    _ledger(using).record_action(result.run, action, by=by, via=via, message=result.message)
 
 
 def _stopped(

@@ -20,7 +20,7 @@ from ..exceptions import BackfillError
 from ..models import BackfillAction, BackfillRun, BackfillSample, QuarantinedRow
 from ..registry import registry
 from ..snapshot import RunSnapshot
-from .charts import chunk_chart, throughput_chart
+from .charts import Chart, chunk_chart, throughput_chart
 from .forms import SettingsForm, StartForm
 
 if TYPE_CHECKING:
@@ -142,6 +142,13 @@ class RunViews(_Base):
     def shown(self, run: BackfillRun) -> RunSnapshot:
         return control.snapshot(run, control._ledger(self.using()))
 
+    def charts(self, run: BackfillRun) -> dict[str, Chart]:
+        """The run's history drawn: ``throughput`` and ``chunks`` (durations)."""
+        samples = list(
+            BackfillSample.objects.using(self.using()).filter(run=run).order_by("at", "id")
+        )
+        return {"throughput": throughput_chart(samples), "chunks": chunk_chart(samples)}
+
     def run_or_404(self, request: HttpRequest, pk: int) -> BackfillRun:
         if not self.has_view_permission(request):
             raise PermissionDenied
@@ -193,7 +200,7 @@ class RunViews(_Base):
         run = self.run_or_404(request, pk)
         shown = self.shown(run)
         using = self.using()
-        samples = list(BackfillSample.objects.using(using).filter(run=run).order_by("at", "id"))
+        charts = self.charts(run)
         state = shown.shown_state
         unfinished = run.state not in BackfillRun.FINAL
         can_control = self.may(request, "control_backfillrun")
@@ -207,8 +214,8 @@ class RunViews(_Base):
             "shown": shown,
             "figures": figures(shown),
             "refresh_seconds": REFRESH_SECONDS,
-            "throughput": throughput_chart(samples),
-            "chunk_durations": chunk_chart(samples),
+            "throughput": charts["throughput"],
+            "chunk_durations": charts["chunks"],
             "partitions": control.partitions(run.pk, using=using) if run.parallel else [],
             "quarantined": QuarantinedRow.objects.using(using).filter(
                 run=run, resolved_at__isnull=True
@@ -245,18 +252,8 @@ class RunViews(_Base):
     def run_live(self, request: HttpRequest, pk: int) -> JsonResponse:
         """The run's figures and charts, for the page's refresh every few seconds."""
         run = self.run_or_404(request, pk)
-        samples = list(
-            BackfillSample.objects.using(self.using()).filter(run=run).order_by("at", "id")
-        )
-        return JsonResponse(
-            {
-                "run": figures(self.shown(run)),
-                "charts": {
-                    "throughput": throughput_chart(samples).svg,
-                    "chunks": chunk_chart(samples).svg,
-                },
-            }
-        )
+        charts = {name: chart.svg for name, chart in self.charts(run).items()}
+        return JsonResponse({"run": figures(self.shown(run)), "charts": charts})
 
     def overview_live(self, request: HttpRequest) -> JsonResponse:
         """Every backfill's state and latest run figures, for the overview's refresh."""
@@ -287,13 +284,16 @@ class RunViews(_Base):
         run = self._act(request, pk, "control_backfillrun")
         using = self.using()
         if not run.parallel:
-            withdrawn = self.report(
-                request,
-                lambda: control.withdraw_pause(
+            try:
+                withdrawn = control.withdraw_pause(
                     run.name, using=using, reverse=run.reverse, by=who(request), via="admin"
-                ),
-            )
-            if withdrawn is None and not messages.get_messages(request):
+                )
+            except BackfillError as exc:
+                messages.error(request, str(exc))
+                return self.back(run)
+            if withdrawn is not None:
+                messages.success(request, withdrawn.message)
+            else:
                 messages.warning(
                     request,
                     f"Run #{run.pk} is a serial run: it continues in a process, "

@@ -162,10 +162,10 @@ class PlainProgress:
 
 def yield_message(event: Yielding, *, label: bool = True) -> str:
     """``blog.x: yielding: 3 sessions waited up to 180 ms on our locks; next chunk 250 rows``."""
-    sessions = fmt.count(event.sessions, "session")
+    from ..engine.guard import waited
+
     text = (
-        f"yielding: {sessions} waited up to {event.max_wait * 1000:.0f} ms on our locks; "
-        f"next chunk {event.next_size:,} rows"
+        f"yielding: {waited(event.sessions, event.max_wait)}; next chunk {event.next_size:,} rows"
     )
     return f"{event.run.label}: {text}" if label else text
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from django.db import DatabaseError, connections
 
 from ..db import vendor_for
+from ..display import format as fmt
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -53,9 +54,13 @@ class Blocking:
 
     def describe(self) -> str:
         """``3 sessions waited up to 180 ms on our locks`` (``; the chunk was cancelled``)."""
-        sessions = f"{self.sessions} session{'s' if self.sessions != 1 else ''}"
-        text = f"{sessions} waited up to {self.max_wait * 1000:.0f} ms on our locks"
+        text = waited(self.sessions, self.max_wait)
         return text + ("; the chunk was cancelled and is retried smaller" if self.cancelled else "")
+
+
+def waited(sessions: int, max_wait: float) -> str:
+    """``3 sessions waited up to 180 ms on our locks``: the guard's log and the displays."""
+    return f"{fmt.count(sessions, 'session')} waited up to {max_wait * 1000:.0f} ms on our locks"
 
 
 NOTHING = Blocking()

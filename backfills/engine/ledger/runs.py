@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from ...exceptions import RunNotResumable, RunOwned
-from ...models import BackfillAction, BackfillRun
+from ...models import BackfillAction, BackfillRun, RunFigures
 from ..owners import Owner, describe_owner, owner_alive, owner_gone_here, owner_pid_alive_here
 from .transitions import check_transition, sources
 
@@ -288,7 +288,7 @@ class Ledger:
 
     def record_action(
         self,
-        run: BackfillRun | None,
+        run: RunFigures | None,
         action: str,
         *,
         by: str,
@@ -296,10 +296,11 @@ class Ledger:
         message: str,
         name: str = "",
     ) -> None:
-        """Record who did *action* (start, pause, resume, cancel, set, retry) to *run* (or to
-        the backfill *name* when there is no run), and from where (*via*)."""
+        """Record who did *action* (start, pause, resume, cancel, set, retry) to *run* (a row
+        or a snapshot of one; or to the backfill *name* when there is no run), and from where
+        (*via*)."""
         BackfillAction.objects.using(self.using).create(
-            run=run,
+            run_id=None if run is None else run.pk,
             name=run.name if run is not None else name,
             action=action,
             by=by[:255],
