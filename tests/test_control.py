@@ -245,9 +245,10 @@ def test_cancel_from_another_process_ends_the_run_for_good(start_run: StartRun) 
 
 def test_pause_withdrawn_by_resume_while_running_lets_the_run_complete(start_run: StartRun) -> None:
     seed(20)
-    # Two chunks with 2.5 s between them. A pause request is acted on at the next chunk
-    # boundary, after that sleep: the time for `pause` and then `resume` to come and go.
-    runner = start_run(COUNT, "--sleep", "2.5")
+    # Two chunks with 6 s between them. A pause request is acted on at the next chunk
+    # boundary, after that sleep: the time for `pause` and then `resume` to come and go
+    # (two command processes, which took over 2.5 s on a loaded CI machine).
+    runner = start_run(COUNT, "--sleep", "6")
     wait_until_claimed_by(COUNT, runner, chunks=1)
     pk = latest_run(COUNT).pk
 
