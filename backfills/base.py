@@ -56,9 +56,14 @@ class Backfill:
     #: A fixed number of rows per chunk. None (the default) sizes chunks adaptively toward
     #: ``target_chunk_time``; ``--batch-size`` overrides either.
     batch_size: ClassVar[int | None] = None
-    #: Seconds a chunk should take when sized adaptively (None: the TARGET_CHUNK_TIME setting,
-    #: capped by SET_BASED_TARGET_CHUNK_TIME for kinds that lock rows for the whole chunk).
+    #: Seconds a chunk should take when sized adaptively (None: the profile's, i.e. the
+    #: TARGET_CHUNK_TIME setting under ``balanced``, capped by SET_BASED_TARGET_CHUNK_TIME for
+    #: kinds that lock rows for the whole chunk).
     target_chunk_time: ClassVar[float | None] = None
+    #: "gentle", "balanced" or "fast" (None: the PROFILE setting); see ``backfills.profiles``.
+    profile: ClassVar[str | None] = None
+    #: The largest fraction of wall time a run works, in (0, 1] (None: the profile's).
+    max_duty: ClassVar[float | None] = None
     #: True for kinds whose chunk is one statement holding its row locks from start to commit
     #: (an application write to a row in the window can wait for the whole chunk).
     locks_rows_whole_chunk: ClassVar[bool] = False

@@ -59,6 +59,7 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     id="backfills.W002",
                 )
             )
+        messages += _pacing_errors(backfill_cls)
         overrides = (
             backfill_cls.process_chunk is not Backfill.process_chunk
             or backfill_cls.process_window is not Backfill.process_window
@@ -128,6 +129,51 @@ def check_pending_backfills(
                 )
             )
     return messages
+
+
+def _pacing_errors(backfill_cls: Any) -> list[checks.CheckMessage]:
+    """backfills.E005: the class's ``profile`` or ``max_duty`` is not one a run accepts."""
+    from . import profiles
+
+    errors: list[checks.CheckMessage] = []
+    for check, value, where in (
+        (profiles.check_name, backfill_cls.profile, "profile"),
+        (profiles.check_duty, backfill_cls.max_duty, "max_duty"),
+    ):
+        try:
+            if value is not None:
+                check(value, f"{backfill_cls.__name__}.{where}")
+        except BackfillConfigurationError as exc:
+            errors.append(
+                checks.Error(
+                    str(exc),
+                    hint="profile: gentle, balanced or fast; max_duty: a fraction in (0, 1].",
+                    obj=backfill_cls,
+                    id="backfills.E005",
+                )
+            )
+    return errors
+
+
+@checks.register("backfills")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """backfills.E006: the PROFILE or MAX_DUTY setting is not one a run accepts."""
+    from . import conf, profiles
+
+    errors: list[checks.CheckMessage] = []
+    for check, key in ((profiles.check_name, "PROFILE"), (profiles.check_duty, "MAX_DUTY")):
+        try:
+            check(conf.get(key), f"BACKFILLS['{key}']")
+        except BackfillConfigurationError as exc:
+            errors.append(
+                checks.Error(
+                    str(exc),
+                    hint="PROFILE: gentle, balanced or fast; MAX_DUTY: None or a fraction "
+                    "in (0, 1].",
+                    id="backfills.E006",
+                )
+            )
+    return errors
 
 
 @checks.register("backfills")

@@ -17,6 +17,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH_SIZE": 20_000,
     "BATCH_GROWTH": 1.2,
     "TARGET_CHUNK_TIME": 0.5,
+    # The profile a run uses unless it or its class names one: "gentle", "balanced" (these
+    # settings) or "fast"; see backfills.profiles. MAX_DUTY is balanced's duty cycle: the
+    # largest fraction of wall time a run spends working (None: all of it).
+    "PROFILE": "balanced",
+    "MAX_DUTY": None,
     # UpdateBackfill/SQLBackfill chunks are one statement holding its row locks from start to
     # commit, so an application write can wait that long: their target is at most this.
     "SET_BASED_TARGET_CHUNK_TIME": 0.2,
@@ -102,6 +107,8 @@ class Settings:
     max_batch_size: int
     batch_growth: float
     target_chunk_time: float
+    profile: str
+    max_duty: float | None
     set_based_target_chunk_time: float
     max_cpu_percent: float | None
     critical_cpu_percent: float | None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.db import DEFAULT_DB_ALIAS
 
-from . import conf
+from . import conf, profiles
 from .display import format as fmt
 from .engine.ledger import Ledger, Partitions
 from .exceptions import BackfillError
@@ -298,12 +298,14 @@ def start(
     using: str = DEFAULT_DB_ALIAS,
     restart: bool = False,
     enqueue: bool = True,
+    profile: str | None = None,
     by: str = "",
     via: str = "code",
 ) -> ControlResult:
     """Open a parallel run of the backfill split for *workers* (or resume its unfinished one)
     and, with *enqueue*, hand it to the task backend (``TASK_BACKEND``): *workers* drain
     tasks. Nothing is walked in this process; this is what the admin's start button calls.
+    *profile* is "gentle", "balanced" or "fast" (None: the backfill's or the setting's).
 
     *parameters* are typed values or their text; a bad one raises ``ParameterError`` before
     anything is written. ``tasks.backend_problem()`` says beforehand whether enqueuing can
@@ -327,7 +329,11 @@ def start(
         workers=workers,
         using=using,
         options=RunOptions(
-            parameters=dict(parameters or {}), restart=restart, started_by=by, via=via
+            parameters=dict(parameters or {}),
+            restart=restart,
+            profile=profile,
+            started_by=by,
+            via=via,
         ),
     )
     run, ledger = opened.run, _ledger(using)
@@ -402,16 +408,29 @@ def change_settings(
     batch_size: int | None | object = _UNSET,
     target_chunk_time: float | object = _UNSET,
     sleep: float | object = _UNSET,
+    profile: str | object = _UNSET,
+    max_duty: float | None | object = _UNSET,
     by: str = "",
     via: str = "code",
 ) -> ControlResult:
-    """Change the unfinished run's chunk size, target chunk time or sleep, even while it runs
-    (its owner applies them at its next chunk boundary, from any host).
+    """Change the unfinished run's chunk size, target chunk time, sleep, profile or duty cycle,
+    even while it runs (its owner applies them at its next chunk boundary, from any host).
 
     ``batch_size=None`` goes back to adaptive sizing; a ``target_chunk_time`` alone also does.
-    Values are checked: a batch size is a whole number >= 1, times are finite and > 0 (the
-    sleep may be 0)."""
+    A ``profile`` ("gentle", "balanced", "fast") sets the guard's budget and brings the
+    profile's target chunk time (adaptive sizing) and duty cycle, unless given alongside.
+    ``max_duty`` is a fraction in (0, 1]; 1 or None works all the time. Values are checked:
+    a batch size is a whole number >= 1, times are finite and > 0 (the sleep may be 0)."""
     changes: dict[str, object] = {}
+    backfill_cls = _class(name)
+    if profile is not _UNSET:
+        chosen = profiles.profile(profiles.check_name(profile), conf.snapshot())
+        changes["profile"] = chosen.name
+        changes["target_chunk_time"] = chosen.target(backfill_cls.locks_rows_whole_chunk)
+        changes["batch_size"] = None
+        changes["max_duty"] = chosen.max_duty
+    if max_duty is not _UNSET:
+        changes["max_duty"] = profiles.check_duty(max_duty)
     if batch_size is not _UNSET:
         if batch_size is not None and (
             not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
@@ -424,8 +443,10 @@ def change_settings(
     if sleep is not _UNSET:
         changes["sleep"] = check_seconds("sleep", sleep, allow_zero=True)
     if not changes:
-        raise BackfillError("Nothing to change: give batch_size, target_chunk_time or sleep.")
-    backfill_name = _class(name).name
+        raise BackfillError(
+            "Nothing to change: give batch_size, target_chunk_time, sleep, profile or max_duty."
+        )
+    backfill_name = backfill_cls.name
     ledger = _ledger(using)
     run = _active(backfill_name, ledger, reverse, "change")
     if not ledger.change_settings(run, changes):

@@ -29,6 +29,8 @@ class RunFigures:
     batch_size: int | None
     target_chunk_time: float | None
     sleep: float
+    profile: str
+    max_duty: float | None
     last_chunk_size: int | None
     last_chunk_seconds: float | None
     time_running: float
@@ -100,14 +102,19 @@ class RunFigures:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Estimated seconds of work left, including the configured sleeps between chunks."""
+        """Estimated seconds of work left, including the rests between chunks (the configured
+        sleep, or the duty cycle's rest when that is longer)."""
         rate = self.rate
         if rate is None or self.rows_total is None or self.is_final:
             return None
         remaining = max(0, self.rows_total - self.rows_scanned)
         size = self.batch_size or self.last_chunk_size
         chunks_left = remaining / size if size else 0
-        return remaining / rate + chunks_left * self.sleep
+        work = remaining / rate
+        rest = chunks_left * self.sleep
+        if self.max_duty and not self.parallel:  # a parallel run's rate already has its rests
+            rest = max(rest, work * (1 - self.max_duty) / self.max_duty)
+        return work + rest
 
     @property
     def elapsed(self) -> dt.timedelta | None:
@@ -145,6 +152,8 @@ class RunFigures:
             "batch_size": self.batch_size,
             "target_chunk_time": self.target_chunk_time,
             "sleep": self.sleep,
+            "profile": self.profile,
+            "max_duty": self.max_duty,
             "last_chunk_size": self.last_chunk_size,
             "last_chunk_seconds": self.last_chunk_seconds,
             "time_running": round(self.time_running, 3),
@@ -232,6 +241,10 @@ class BackfillRun(RunFigures, models.Model):
     batch_size = models.IntegerField(null=True, blank=True)
     target_chunk_time = models.FloatField(null=True, blank=True)
     sleep = models.FloatField(default=0.0)
+    # The profile (gentle/balanced/fast: the blocking guard's budget and limit) and the duty
+    # cycle, the largest fraction of wall time spent working (None: all of it).
+    profile = models.CharField(max_length=20, default="balanced")
+    max_duty = models.FloatField(null=True, blank=True)
     settings_version = models.IntegerField(default=0)
     last_chunk_size = models.IntegerField(null=True, blank=True)
     last_chunk_seconds = models.FloatField(null=True, blank=True)

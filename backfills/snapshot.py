@@ -38,6 +38,8 @@ class RunSnapshot(RunFigures):
     batch_size: int | None
     target_chunk_time: float | None
     sleep: float
+    profile: str
+    max_duty: float | None
     settings_version: int
     last_chunk_size: int | None
     last_chunk_seconds: float | None

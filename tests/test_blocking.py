@@ -120,3 +120,21 @@ def test_without_the_guard_the_application_waits_for_the_whole_chunk(
     run = BackfillRun.objects.get(name=NAME)
     assert (run.blocking_yields, run.blocking_cancels) == (0, 0)
     assert max(app.waits) > 1.0, max(app.waits)
+
+
+def test_the_profile_sets_the_guard_gentle_cancels_what_balanced_only_yields_to(
+    settings: Any, app: Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.8 s of locks per chunk: under balanced (budget 0.1 s, limit 1 s) the run yields; under
+    gentle (budget 0.05 s, limit 0.25 s) the guard cancels the chunk and the wait stays short."""
+    blocking_settings(settings, BLOCKING_BUDGET=0.1, BLOCKING_LIMIT=1.0)
+    monkeypatch.setattr(HoldLocksItems, "hold_per_row", 0.008)
+    result = run_backfill(NAME, profile="gentle")
+    assert result.run.state == "completed"
+    run = BackfillRun.objects.get(name=NAME)
+    assert run.profile == "gentle" and run.blocking_cancels >= 1
+    assert set(Item.objects.values_list("counter", flat=True)) == {1}  # each row once
+    app.stop.set()
+    app.thread.join(timeout=30)
+    # Gentle's limit, plus a poll, plus the cancel's round trip: well under the 0.8 s chunk.
+    assert app.waits and max(app.waits) < 0.6, max(app.waits)

@@ -42,6 +42,8 @@ def snapshot(**changes: Any) -> RunSnapshot:
         "batch_size": None,
         "target_chunk_time": 0.5,
         "sleep": 0.0,
+        "profile": "balanced",
+        "max_duty": None,
         "settings_version": 0,
         "last_chunk_size": 2_000,
         "last_chunk_seconds": 0.45,

@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 
+from .. import profiles
 from ..base import Backfill
 from ..parameters import Parameter, ParameterError, parse_parameters, to_json
 
@@ -23,6 +24,22 @@ _FIELDS: dict[type, type[forms.Field]] = {
     uuid.UUID: forms.UUIDField,
     str: forms.CharField,
 }
+
+
+PROFILE_HELP = (
+    "gentle: short chunks, a tight blocking guard, working half the time; balanced: the "
+    "settings; fast: long chunks, a looser guard."
+)
+
+
+def profile_field(required: bool) -> forms.ChoiceField:
+    """A select of the profiles (empty: the backfill's or the setting's, or unchanged)."""
+    choices = [] if required else [("", "---------")]
+    return forms.ChoiceField(
+        choices=choices + [(name, name) for name in profiles.NAMES],
+        required=required,
+        help_text=PROFILE_HELP,
+    )
 
 
 def parameter_field(parameter: Parameter) -> forms.Field:
@@ -60,6 +77,7 @@ class StartForm(forms.Form):
         label="Start again from the beginning",
         help_text="Needed after a completed run.",
     )
+    profile = profile_field(required=False)
 
     def __init__(self, backfill_cls: type[Backfill], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -99,13 +117,16 @@ class StartForm(forms.Form):
             parts.append(f"--param {key}={value}")
         workers = self.cleaned_data.get("workers") if self.is_bound and self.is_valid() else 1
         parts.append(f"--workers {workers or 1}")
+        if self.is_bound and self.is_valid() and self.cleaned_data.get("profile"):
+            parts.append(f"--profile {self.cleaned_data['profile']}")
         if self.is_bound and self.is_valid() and self.cleaned_data.get("restart"):
             parts.append("--restart")
         return " ".join(parts)
 
 
 class SettingsForm(forms.Form):
-    """Change a run's chunk size, target chunk time or sleep (``control.change_settings``)."""
+    """Change a run's chunk size, target chunk time, sleep, profile or duty cycle
+    (``control.change_settings``)."""
 
     batch_size = forms.IntegerField(
         required=False, min_value=1, help_text="A fixed chunk size; empty: adaptive sizing."
@@ -114,16 +135,32 @@ class SettingsForm(forms.Form):
         required=False, min_value=0.001, help_text="Seconds a chunk should take (adaptive)."
     )
     sleep = forms.FloatField(required=False, min_value=0, help_text="Seconds between chunks.")
+    profile = profile_field(required=False)
+    max_duty = forms.FloatField(
+        required=False,
+        min_value=0.01,
+        max_value=1,
+        label="Max duty",
+        help_text="The largest fraction of the time spent working (1: no rest).",
+    )
 
-    def changes(self) -> dict[str, Any]:
-        """The keyword arguments for ``control.change_settings``: only what was given; an
-        empty batch size with a target means adaptive sizing."""
-        data = self.cleaned_data
-        changes: dict[str, Any] = {}
-        if data.get("batch_size") is not None:
-            changes["batch_size"] = data["batch_size"]
-        if data.get("target_chunk_time") is not None:
-            changes["target_chunk_time"] = data["target_chunk_time"]
-        if data.get("sleep") is not None:
-            changes["sleep"] = data["sleep"]
-        return changes
+    @staticmethod
+    def current(run: Any) -> dict[str, Any]:
+        """The run's values, as the form shows them (a duty of None reads 1: no rest)."""
+        return {
+            "batch_size": run.batch_size,
+            "target_chunk_time": run.target_chunk_time,
+            "sleep": run.sleep,
+            "profile": run.profile,
+            "max_duty": run.max_duty or 1.0,
+        }
+
+    def changes(self, current: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for ``control.change_settings``: what was given and differs
+        from *current* (``current(run)``), so the form's prefilled values do not override a
+        profile's; an empty batch size means adaptive sizing."""
+        return {
+            key: value
+            for key, value in self.cleaned_data.items()
+            if value is not None and value != "" and value != current.get(key)
+        }

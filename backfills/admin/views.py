@@ -68,6 +68,7 @@ def figures(run: RunSnapshot) -> dict[str, Any]:
         "updated": fmt.age(run.updated_at),
         "sizing": fmt.sizing(run),
         "sleep": f"{run.sleep:g}s",
+        "profile": fmt.pacing(run),
         "status_reason": run.status_reason,
         "requested": run.requested_state,
     }
@@ -237,13 +238,7 @@ class RunViews(_Base):
             "can_tune": self.may(request, "tune_backfillrun") and unfinished,
             "can_retry": self.may(request, "retry_quarantinedrow"),
             "can_start": self.may(request, "start_backfillrun") and run.name in registry,
-            "settings_form": SettingsForm(
-                initial={
-                    "batch_size": run.batch_size,
-                    "target_chunk_time": run.target_chunk_time,
-                    "sleep": run.sleep,
-                }
-            ),
+            "settings_form": SettingsForm(initial=SettingsForm.current(run)),
             "live_url": reverse(f"{self.admin_site.name}:backfills_run_live", args=[run.pk]),
         }
         request.current_app = self.admin_site.name
@@ -339,9 +334,12 @@ class RunViews(_Base):
             )
             messages.error(request, f"Settings not changed: {errors}")
             return self.back(run)
-        changes = form.changes()
+        changes = form.changes(SettingsForm.current(run))
         if not changes:
-            messages.warning(request, "Nothing to change: give a batch size, a time or a sleep.")
+            messages.warning(
+                request,
+                "Nothing to change: give a batch size, a time, a sleep, a profile or a duty.",
+            )
             return self.back(run)
         self.report(
             request,
@@ -417,6 +415,7 @@ class RunViews(_Base):
                         parameters=form.parameters(),
                         using=using,
                         restart=bool(form.cleaned_data.get("restart")),
+                        profile=form.cleaned_data.get("profile") or None,
                         by=who(request),
                         via="admin",
                     ),

@@ -161,6 +161,38 @@ def seconds(*, allow_zero: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def duty(text: str) -> float:
+    """An argparse type for ``--max-duty``: a fraction of the time in (0, 1]."""
+    from .. import profiles
+
+    try:
+        value = profiles.check_duty(float(text), "the value")
+    except (ValueError, BackfillError):
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction of the time in (0, 1], got {text!r}"
+        ) from None
+    return 1.0 if value is None else value
+
+
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--profile`` and ``--max-duty``, for ``run`` and ``set``."""
+    from .. import profiles
+
+    parser.add_argument(
+        "--profile",
+        choices=profiles.NAMES,
+        help="How hard to push: gentle (short chunks, a tight blocking guard, working half "
+        "the time), balanced (the settings; the default) or fast.",
+    )
+    parser.add_argument(
+        "--max-duty",
+        type=duty,
+        metavar="FRACTION",
+        help="Work at most this fraction of the time, resting in proportion to each chunk "
+        "(0.5: rest as long as the chunk took; 1: no rest).",
+    )
+
+
 def add_param_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--param",

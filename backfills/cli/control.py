@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 
 from .. import control
 from ..registry import registry
-from .base import Subcommand, asks, confirm, positive_int, seconds, who
+from .base import Subcommand, add_profile_arguments, asks, confirm, positive_int, seconds, who
 
 
 class PauseCommand(Subcommand):
@@ -48,7 +48,7 @@ class CancelCommand(Subcommand):
 
 class SetCommand(Subcommand):
     name = "set"
-    help = "Change a run's chunk size, target time or sleep, even while it runs."
+    help = "Change a run's chunk size, target time, sleep, profile or duty, even while it runs."
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -66,9 +66,14 @@ class SetCommand(Subcommand):
         parser.add_argument(
             "--sleep", type=seconds(allow_zero=True), help="Seconds to wait between chunks."
         )
+        add_profile_arguments(parser)
 
     def handle(self, **options: Any) -> None:
         changes: dict[str, Any] = {}
+        if options.get("profile"):
+            changes["profile"] = options["profile"]
+        if options.get("max_duty") is not None:
+            changes["max_duty"] = options["max_duty"]
         if options.get("batch_size"):
             changes["batch_size"] = options["batch_size"]
         if options.get("adaptive"):
@@ -79,7 +84,8 @@ class SetCommand(Subcommand):
             changes["sleep"] = options["sleep"]
         if not changes:
             raise CommandError(
-                "Nothing to change: give --batch-size, --adaptive, --target-chunk-time or --sleep."
+                "Nothing to change: give --batch-size, --adaptive, --target-chunk-time, --sleep, "
+                "--profile or --max-duty."
             )
         result = control.change_settings(
             options["name"], using=self.database, by=who(), via="command", **changes

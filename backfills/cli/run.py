@@ -22,6 +22,7 @@ from .base import (
     Subcommand,
     abort,
     add_param_argument,
+    add_profile_arguments,
     confirm,
     given_parameters,
     positive_int,
@@ -47,8 +48,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-chunk-time",
         type=seconds(),
-        help="Seconds a chunk should take; chunk sizes adapt toward it (default 0.5).",
+        help="Seconds a chunk should take; chunk sizes adapt toward it (default: the "
+        "profile's, 0.5 under balanced).",
     )
+    add_profile_arguments(parser)
     parser.add_argument("--pause-file", help="Throttle (wait) while this file exists, like pt-osc.")
     parser.add_argument(
         "--reverse", action="store_true", help="Run the backfill's reverse (its own run)."
@@ -106,6 +109,8 @@ class _RunVerb(Subcommand):
             pause_file=options.get("pause_file"),
             exact_count=options.get("exact_count", False),
             sleep=options.get("sleep"),
+            profile=options.get("profile"),
+            max_duty=options.get("max_duty"),
             max_chunks=options.get("max_chunks"),
             limit=options.get("limit"),
             restart=restart,

@@ -71,9 +71,22 @@ def age(moment: dt.datetime | None) -> str:
 
 
 def sizing(run: RunFigures) -> str:
+    """``chunks sized to 0.5s``; the profile and duty cycle follow when not the default."""
     if run.batch_size:
-        return f"fixed chunks of {count(run.batch_size, 'row')}"
-    return f"chunks sized to {run.target_chunk_time or 0:g}s"
+        text = f"fixed chunks of {count(run.batch_size, 'row')}"
+    else:
+        text = f"chunks sized to {run.target_chunk_time or 0:g}s"
+    if run.profile != "balanced" or run.max_duty:
+        text += f", {pacing(run)}"
+    return text
+
+
+def pacing(run: RunFigures) -> str:
+    """``profile gentle, working at most 50% of the time`` (or ``profile balanced``)."""
+    text = f"profile {run.profile}"
+    if run.max_duty:
+        text += f", working at most {run.max_duty:.0%} of the time"
+    return text
 
 
 def settings(changes: dict[str, object]) -> str:

@@ -194,6 +194,9 @@ def status_notes(
     if run.parameters:
         described = ", ".join(f"{k}={v}" for k, v in sorted(run.parameters.items()))
         notes.append(f"{head}: parameters {described}")
+    if not run.is_final and (run.profile != "balanced" or run.max_duty or run.sleep):
+        rest = f", sleep {run.sleep:g}s" if run.sleep else ""
+        notes.append(f"{head}: {fmt.sizing(run)}{rest}")
     if run.throttle_reason and run.shown_state == "running":
         notes.append(f"{head}: throttled: {run.throttle_reason}")
     if run.blocking_yields or run.blocking_cancels:

@@ -108,9 +108,18 @@ class BlockingGuard:
         )
 
     @contextmanager
-    def watch(self, connection: BaseDatabaseWrapper) -> Iterator[None]:
+    def watch(
+        self,
+        connection: BaseDatabaseWrapper,
+        budget: float | None = None,
+        limit: float | None = None,
+    ) -> Iterator[None]:
         """Watch *connection*'s session for as long as the block runs (the chunk's
-        transaction); ``last`` says what was seen."""
+        transaction); ``last`` says what was seen. *budget* and *limit*, when given, are this
+        chunk's (its run's profile, which `backfill set` may change between chunks)."""
+        if budget is not None:
+            with self._cond:
+                self.budget, self.limit = budget, limit
         connection.ensure_connection()
         backend = self.vendor.backend_id(connection)
         if backend is None:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import profiles
 from ..exceptions import BackfillConfigurationError
 from .ledger import RunSettings
 
@@ -30,6 +31,12 @@ class RunOptions:
     target_chunk_time: float | None = None
     #: Seconds to wait between chunks.
     sleep: float | None = None
+    #: "gentle", "balanced" or "fast": target chunk time, guard budget and duty cycle in one
+    #: word (``backfills.profiles``); explicit ``target_chunk_time``/``max_duty`` win over it.
+    profile: str | None = None
+    #: The largest fraction of wall time the run works, in (0, 1]: after a chunk of d seconds
+    #: it rests d * (1 - max_duty) / max_duty (1: no duty cycle).
+    max_duty: float | None = None
     #: Throttle while this file exists.
     pause_file: str | None = None
     #: Count the rows to walk exactly even when table statistics would do.
@@ -74,35 +81,55 @@ class RunOptions:
         for name in ("exact_count", "restart", "force", "reverse"):
             if not isinstance(getattr(self, name), bool):
                 raise BackfillConfigurationError(f"{name} must be True or False.")
+        if self.profile is not None:
+            profiles.check_name(self.profile)
+        profiles.check_duty(self.max_duty)
         if not isinstance(self.parameters, dict):
             raise BackfillConfigurationError("parameters must be a dict of name -> value.")
 
 
-def default_target_chunk_time(backfill_cls: type[Backfill], settings: Settings) -> float:
-    """TARGET_CHUNK_TIME; for kinds whose one statement holds its row locks for the whole chunk
-    (UpdateBackfill, SQLBackfill), never more than SET_BASED_TARGET_CHUNK_TIME."""
-    target = settings.target_chunk_time
-    if backfill_cls.locks_rows_whole_chunk:
-        target = min(target, settings.set_based_target_chunk_time)
-    return target
+def run_profile(backfill_cls: type[Backfill], options: RunOptions, settings: Settings) -> str:
+    """The profile a new run uses: this invocation's, the class's, or the PROFILE setting."""
+    return profiles.check_name(
+        options.profile or backfill_cls.profile or settings.profile,
+        "the profile (--profile, Backfill.profile or the PROFILE setting)",
+    )
+
+
+def default_target_chunk_time(
+    backfill_cls: type[Backfill], settings: Settings, profile: str = profiles.BALANCED
+) -> float:
+    """The *profile*'s target chunk time; for kinds whose one statement holds its row locks for
+    the whole chunk (UpdateBackfill, SQLBackfill), its shorter set-based target."""
+    return profiles.profile(profile, settings).target(backfill_cls.locks_rows_whole_chunk)
 
 
 def new_run_settings(
     backfill_cls: type[Backfill], options: RunOptions, settings: Settings
 ) -> RunSettings:
-    """The settings a new run starts with."""
+    """The settings a new run starts with. For each value: this invocation's explicit knob,
+    then its profile, then the class's knob, then the class's (or the setting's) profile."""
     if options.target_chunk_time is not None and options.batch_size is None:
         batch_size = None  # a target asked for now means adaptive sizing
     else:
         fixed = options.batch_size or backfill_cls.batch_size or settings.batch_size
         batch_size = None if fixed is None else int(fixed)
-    target = float(
-        options.target_chunk_time
-        or backfill_cls.target_chunk_time
-        or default_target_chunk_time(backfill_cls, settings)
-    )
+    profile = run_profile(backfill_cls, options, settings)
+    chosen = profiles.profile(profile, settings)
+    if options.target_chunk_time is not None:
+        target = options.target_chunk_time
+    elif options.profile is None and backfill_cls.target_chunk_time:
+        target = backfill_cls.target_chunk_time
+    else:
+        target = chosen.target(backfill_cls.locks_rows_whole_chunk)
+    if options.max_duty is not None:
+        duty = profiles.check_duty(options.max_duty)
+    elif options.profile is None and backfill_cls.max_duty is not None:
+        duty = profiles.check_duty(backfill_cls.max_duty, f"{backfill_cls.__name__}.max_duty")
+    else:
+        duty = chosen.max_duty
     sleep = float(options.sleep if options.sleep is not None else backfill_cls.sleep)
-    return RunSettings(batch_size, target, sleep)
+    return RunSettings(batch_size, float(target), sleep, profile, duty)
 
 
 def resumed_run_settings(
@@ -111,11 +138,18 @@ def resumed_run_settings(
     """The settings a run continues with: options given now win; otherwise those it was
     created with (or that `backfill set` gave it)."""
     given = new_run_settings(backfill_cls, options, settings)
-    sized_now = options.batch_size is not None or options.target_chunk_time is not None
+    sized_now = (
+        options.batch_size is not None
+        or options.target_chunk_time is not None
+        or options.profile is not None
+    )
+    duty_now = options.max_duty is not None or options.profile is not None
     return RunSettings(
         batch_size=given.batch_size if sized_now else run.batch_size,
         target_chunk_time=given.target_chunk_time if sized_now else run.target_chunk_time,
         sleep=given.sleep if options.sleep is not None else run.sleep,
+        profile=given.profile if options.profile is not None else run.profile,
+        max_duty=given.max_duty if duty_now else run.max_duty,
     )
 
 
@@ -131,7 +165,9 @@ def configure_sizer(
     adaptive = run.batch_size is None
     sizer.reconfigure(
         size=run.batch_size or resumed_size or settings.initial_batch_size,
-        target=(run.target_chunk_time or default_target_chunk_time(backfill_cls, settings))
+        target=(
+            run.target_chunk_time or default_target_chunk_time(backfill_cls, settings, run.profile)
+        )
         if adaptive
         else None,
         min_size=settings.min_batch_size,

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..profiles import duty_rest
+
+if TYPE_CHECKING:
+    from ..models import BackfillRun
 
 
 class Ticker:
@@ -47,3 +53,9 @@ def interruptible_sleep(
         if heartbeat is not None and beat.due():
             heartbeat()
             beat.reset()
+
+
+def rest_after(seconds: float, run: BackfillRun) -> float:
+    """How long to rest after a chunk that worked *seconds*: the run's sleep, or its duty
+    cycle's rest when that is longer (the two are not added: either gives the database room)."""
+    return max(run.sleep, duty_rest(seconds, run.max_duty))

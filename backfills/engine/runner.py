@@ -55,7 +55,7 @@ from .ledger import History, Lease, Ledger
 from .opening import Opening
 from .options import RunOptions, configure_sizer, resumed_run_settings
 from .owners import Owner
-from .pacing import interruptible_sleep
+from .pacing import interruptible_sleep, rest_after
 from .preconditions import apply_chunk_timeouts, check_requirements
 from .retry import Retry, RetryPolicy
 from .step import ChunkStep
@@ -277,12 +277,14 @@ class Runner:
             self._pace(lease, done.seconds, self.gate.requested(chunks_here, rows_here) is None)
 
     def _pace(self, lease: Lease, seconds: float, going_on: bool) -> None:
-        """The pauses after a chunk: the vendor's gap for other writers, then the sleep."""
+        """The pauses after a chunk: the vendor's gap for other writers, then the rest (the
+        sleep, or the duty cycle's)."""
         gap = vendor_for(connections[self.using]).gap_after_chunk(seconds, self.settings.sqlite_gap)
         if gap > 0:
             self._sleep(gap, heartbeat=False)
-        if lease.run.sleep > 0 and going_on:
-            self._sleep(lease.run.sleep)
+        rest = rest_after(seconds, lease.run)
+        if rest > 0 and going_on:
+            self._sleep(rest)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -382,6 +384,8 @@ def run_backfill(
     batch_size: int | None = None,
     target_chunk_time: float | None = None,
     sleep: float | None = None,
+    profile: str | None = None,
+    max_duty: float | None = None,
     pause_file: str | None = None,
     exact_count: bool = False,
     max_chunks: int | None = None,
@@ -404,6 +408,8 @@ def run_backfill(
         batch_size=batch_size,
         target_chunk_time=target_chunk_time,
         sleep=sleep,
+        profile=profile,
+        max_duty=max_duty,
         pause_file=pause_file,
         exact_count=exact_count,
         max_chunks=max_chunks,

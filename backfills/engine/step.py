@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
+from .. import profiles
 from ..chunking import Window, next_window, pk_target
 from ..sizing import ChunkSizer
 from .guard import NOTHING, Blocking, BlockingGuard
@@ -136,7 +137,11 @@ class ChunkStep:
         checkpoint."""
         cursor = self.dump_pk(window.upper)
         connection = connections[self.using]
-        watching = self.guard.watch(connection) if self.guard is not None else nullcontext()
+        watching = (
+            self.guard.watch(connection, *profiles.blocking(self.lease.run.profile, self.settings))
+            if self.guard is not None
+            else nullcontext()
+        )
         with watching, transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using], self.settings)
             queryset: models.QuerySet[Any] = window.filter(self.backfill.chunk_queryset()).order_by(

@@ -34,7 +34,7 @@ from .guard import BlockingGuard
 from .ledger import History, Ledger, PartitionLease, Partitions, apply_settings
 from .options import configure_sizer
 from .owners import Owner
-from .pacing import interruptible_sleep
+from .pacing import interruptible_sleep, rest_after
 from .retry import Retry, RetryPolicy
 from .step import ChunkStep
 
@@ -480,8 +480,9 @@ class _Walk:
         )
         if gap > 0:
             self.sleep(gap)
-        if self.lease.run.sleep > 0:
-            self.sleep(self.lease.run.sleep)
+        rest = rest_after(seconds, self.lease.run)
+        if rest > 0:
+            self.sleep(rest)
 
     # -- gate.ThrottleHooks --------------------------------------------------------------------
 

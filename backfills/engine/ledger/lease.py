@@ -13,7 +13,7 @@ from ...exceptions import LeaseLost
 from ...models import BackfillRun
 from ..owners import Owner
 from .checkpoints import Checkpoints
-from .runs import RELEASED, ControlRow, apply_settings, error_fields
+from .runs import RELEASED, SETTINGS_FIELDS, ControlRow, apply_settings, error_fields
 from .transitions import check_transition
 
 if TYPE_CHECKING:
@@ -96,9 +96,7 @@ class Lease(Checkpoints):
         """Read the requests and settings other processes left on the run."""
         row = (
             self.ledger.runs.filter(pk=self.run.pk)
-            .values(
-                "requested_state", "settings_version", "batch_size", "target_chunk_time", "sleep"
-            )
+            .values("requested_state", "settings_version", *SETTINGS_FIELDS)
             .first()
         )
         if row is None:

@@ -27,7 +27,7 @@ from ...exceptions import LeaseLost, RunNotResumable
 from ...models import BackfillPartition, BackfillRun
 from ..owners import Owner, owner_alive, owner_gone_here
 from .checkpoints import Checkpoints
-from .runs import RELEASED, ControlRow, RunSettings, error_fields
+from .runs import RELEASED, SETTINGS_FIELDS, ControlRow, RunSettings, error_fields
 from .transitions import check_transition, sources
 
 if TYPE_CHECKING:
@@ -148,9 +148,7 @@ class Partitions:
             throttle_reason="",
             health_verdict="",
             health_checked_at=None,
-            batch_size=settings.batch_size,
-            target_chunk_time=settings.target_chunk_time,
-            sleep=settings.sleep,
+            **vars(settings),
             **RELEASED,
         )
 
@@ -514,28 +512,13 @@ class PartitionLease(Checkpoints):
         self.heartbeat()
         row = (
             self.ledger.runs.filter(pk=self.run.pk)
-            .values(
-                "state",
-                "requested_state",
-                "settings_version",
-                "batch_size",
-                "target_chunk_time",
-                "sleep",
-            )
+            .values("state", "requested_state", "settings_version", *SETTINGS_FIELDS)
             .first()
         )
         if row is None:
             raise LeaseLost(f"Run #{self.run.pk} was deleted.")
         split = bool(self.mine().values_list("split_requested", flat=True).first())
-        return PartitionControl(
-            requested_state=row["requested_state"],
-            settings_version=row["settings_version"],
-            batch_size=row["batch_size"],
-            target_chunk_time=row["target_chunk_time"],
-            sleep=row["sleep"],
-            run_state=row["state"],
-            split_requested=split,
-        )
+        return PartitionControl(run_state=row.pop("state"), split_requested=split, **row)
 
     def split(self, middle: Any) -> BackfillPartition | None:
         """Give ``(middle, upper]`` back as a new pending partition and walk on to *middle*

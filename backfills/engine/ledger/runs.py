@@ -46,6 +46,10 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     }
 
 
+#: A run's settings that `backfill set` may change while it runs (``RunSettings``' fields).
+SETTINGS_FIELDS = ("batch_size", "target_chunk_time", "sleep", "profile", "max_duty")
+
+
 @dataclass(frozen=True)
 class ControlRow:
     """What an owner reads when it polls its run: requests and settings made elsewhere."""
@@ -55,6 +59,8 @@ class ControlRow:
     batch_size: int | None
     target_chunk_time: float | None
     sleep: float
+    profile: str
+    max_duty: float | None
 
 
 def apply_settings(run: BackfillRun, control: ControlRow) -> dict[str, Any]:
@@ -62,7 +68,7 @@ def apply_settings(run: BackfillRun, control: ControlRow) -> dict[str, Any]:
     returns what changed."""
     changes = {
         key: getattr(control, key)
-        for key in ("batch_size", "target_chunk_time", "sleep")
+        for key in SETTINGS_FIELDS
         if getattr(run, key) != getattr(control, key)
     }
     for key, value in changes.items():
@@ -74,11 +80,14 @@ def apply_settings(run: BackfillRun, control: ControlRow) -> dict[str, Any]:
 @dataclass(frozen=True)
 class RunSettings:
     """A run's changeable settings: a fixed chunk size (None: adaptive toward
-    ``target_chunk_time``) and the sleep between chunks."""
+    ``target_chunk_time``), the sleep between chunks, the profile (the guard's budget) and the
+    duty cycle (None: none)."""
 
     batch_size: int | None
     target_chunk_time: float | None
     sleep: float
+    profile: str
+    max_duty: float | None
 
 
 class Ledger:
@@ -204,9 +213,7 @@ class Ledger:
                 error_class="",
                 error_message="",
                 error_backtrace="",
-                batch_size=settings.batch_size,
-                target_chunk_time=settings.target_chunk_time,
-                sleep=settings.sleep,
+                **vars(settings),
                 throttle_reason="",
             )
         )
@@ -309,9 +316,9 @@ class Ledger:
         )
 
     def change_settings(self, run: BackfillRun, changes: dict[str, Any]) -> bool:
-        """Change *run*'s batch size, target chunk time or sleep; its owner applies them at
-        its next chunk boundary. False if the run finished meanwhile."""
-        allowed = {"batch_size", "target_chunk_time", "sleep"}
+        """Change *run*'s batch size, target chunk time, sleep, profile or duty cycle; its
+        owner applies them at its next chunk boundary. False if the run finished meanwhile."""
+        allowed = set(SETTINGS_FIELDS)
         if not changes or set(changes) - allowed:
             raise ValueError(f"change_settings() takes {sorted(allowed)}, got {sorted(changes)}")
         return bool(
