@@ -3,6 +3,11 @@
 The sizer keeps an exponentially smoothed rows-per-second estimate and aims the next chunk at
 ``rate * target``. It grows by at most ``growth`` per step (GitLab's batched migrations use 20%),
 shrinks at once when a chunk ran long, and stays within ``[min_size, max_size]``.
+
+When application sessions waited on a chunk's locks (the blocking guard), ``back_off()`` halves
+the size and remembers the half as a threshold: above it the size grows additively, by a tenth
+of the threshold per chunk, instead of by ``growth`` (TCP's congestion avoidance after a loss),
+so a run that found the size at which it makes others wait approaches it again slowly.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class ChunkSizer:
     overrun: float = 1.5
     rate: float | None = field(default=None, init=False)
     fixed: int | None = field(default=None, init=False)
+    #: Set by ``back_off()``: above this size, growth is additive.
+    threshold: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.size = self._clamp(self.size)
@@ -41,6 +48,7 @@ class ChunkSizer:
         self.target, self.min_size, self.max_size, self.growth = target, min_size, max_size, growth
         self.size = size
         self.rate = None
+        self.threshold = None
         self.__post_init__()
 
     def observe(self, rows: int, seconds: float) -> int:
@@ -60,15 +68,30 @@ class ChunkSizer:
             # Too slow: jump straight to what this very chunk says fits the target.
             new = min(ideal, rate * self.target)
         else:
-            new = min(ideal, self.size * self.growth)
+            new = min(ideal, self._grown())
             new = max(new, self.size / self.growth) if seconds <= self.target else new
         self.size = self._clamp(int(new))
         return self.size
+
+    def _grown(self) -> float:
+        """The largest next size: ``growth`` times this one, or one additive step above the
+        threshold ``back_off()`` set."""
+        if self.threshold is not None and self.size >= self.threshold:
+            return self.size + max(1, self.threshold // 10)
+        return self.size * self.growth
 
     def halve(self) -> int:
         """After repeated timeouts: try half as many rows (below min_size if need be)."""
         self.size = max(1, self.size // 2)
         return self.size
+
+    def back_off(self) -> int:
+        """Application sessions waited on the last chunk's locks: halve, and grow back
+        additively from the half (multiplicative decrease, additive increase)."""
+        size = self.halve()
+        if self.adaptive:
+            self.threshold = size
+        return size
 
     def _clamp(self, size: int) -> int:
         return max(self.min_size, min(self.max_size, size)) if self.adaptive else max(1, size)

@@ -9,6 +9,7 @@ asks first. Screenshots of the overview, a running run and a failed run go to
 
 Chromium and ChromeDriver come from Debian (``apt-get install chromium chromium-driver``, as
 ``.ci/run`` does); nothing is downloaded. Without them the module is skipped, except in CI.
+``BACKFILLS_TEST_BROWSER=0`` skips it (CI runs it once, in ``make test``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ _missing = [
     ]
     if not ok
 ]
+if os.environ.get("BACKFILLS_TEST_BROWSER") == "0":
+    # .ci/run drives the browser once, in `make test`, not again on every database.
+    pytest.skip("BACKFILLS_TEST_BROWSER=0", allow_module_level=True)
 if _missing:
     reason = f"needs {', '.join(_missing)} (apt-get install chromium chromium-driver)"
     if os.environ.get("CI"):

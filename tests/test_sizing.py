@@ -37,3 +37,26 @@ def test_bounds_and_fixed_mode() -> None:
     assert simulate(fixed, 0.5, 5) == [123] * 5
     assert fixed.halve() == 61
     assert fixed.observe(61, 0.1) == 123  # back to the fixed size once a chunk commits
+
+
+def test_after_a_back_off_the_size_grows_back_additively() -> None:
+    sizer = ChunkSizer(size=10, target=0.5, growth=1.2)
+    simulate(sizer, seconds_per_row=0.0005, steps=40)  # settles at about 1,000 rows
+    settled = sizer.size
+    assert 900 <= settled <= 1100
+    assert sizer.back_off() == settled // 2 == sizer.threshold
+    sizes = simulate(sizer, seconds_per_row=0.0005, steps=6)
+    steps = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    # A tenth of the threshold per chunk, where multiplicative growth would add 20% a chunk.
+    assert steps == [settled // 2 // 10] * 5, sizes
+    # Below the threshold (a slow stretch shrank it), growth is multiplicative again.
+    sizer.observe(sizer.size, sizer.size * 0.005)
+    small = sizer.size
+    assert small < sizer.threshold // 2
+    assert sizer.observe(small, small * 0.0005) == int(small * 1.2)
+    # New settings start afresh.
+    sizer.reconfigure(size=100, target=0.5, min_size=10, max_size=20_000, growth=1.2)
+    assert sizer.threshold is None
+    # A fixed size has no threshold to grow back to.
+    fixed = ChunkSizer(size=100, target=None)
+    assert fixed.back_off() == 50 and fixed.threshold is None

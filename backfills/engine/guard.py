@@ -7,7 +7,7 @@ imposes follows its longest chunk. The guard measures those waits themselves (Po
 ``BLOCKING_POLL_SECONDS`` (0.2 s), four times as often once a session waits:
 
 - a wait over ``BLOCKING_BUDGET`` makes the next chunk half as large and the walk yield for a
-  moment before it (sizing grows back as usual afterwards);
+  moment before it (sizing grows back additively from the half afterwards);
 - a wait over ``BLOCKING_LIMIT`` cancels the open chunk's statement at once: its transaction
   rolls back, its locks go, and the chunk is retried smaller.
 

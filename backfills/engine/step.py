@@ -109,7 +109,9 @@ class ChunkStep:
                 cancelled = self.guard is not None and self.guard.last.cancelled
                 if cancelled:
                     self._blocked(self.guard.last if self.guard else NOTHING)
-                if retry.shrink or cancelled:
+                if cancelled:
+                    self.sizer.back_off()
+                elif retry.shrink:
                     self.sizer.halve()
                 logger.warning(
                     "backfill %s chunk after %r: transient %s (attempt %d), retrying in %.2fs",
@@ -166,11 +168,11 @@ class ChunkStep:
 
     def settle(self, done: StepResult) -> int:
         """Size the next chunk after *done*: as the sizer says, halved when application
-        sessions waited on *done*'s locks longer than the budget (it grows back from there).
-        Returns the next size."""
+        sessions waited on *done*'s locks longer than the budget (it grows back additively from
+        there: ``ChunkSizer.back_off``). Returns the next size."""
         size = self.sizer.observe(done.window.size, done.seconds)
         if done.blocking.over_budget:
-            size = self.sizer.halve()
+            size = self.sizer.back_off()
         return size
 
     def _blocked(self, blocking: Blocking) -> None:
