@@ -90,6 +90,8 @@ class BlockingGuard:
         self._first_seen: dict[int, float] = {}
         self._closed = False
         self._thread: threading.Thread | None = None
+        #: When the probe last looked (time.monotonic()).
+        self._looked_at = float("-inf")
 
     @classmethod
     def for_settings(
@@ -185,21 +187,31 @@ class BlockingGuard:
             probe.close()
 
     def _look(self, probe: BaseDatabaseWrapper, backend: int, generation: int) -> None:
+        # Never sooner than the database refreshes what it shows, across chunks too: InnoDB
+        # answers a look within 0.1 s of the previous one from its old copy, which still holds
+        # the previous chunk's waits (then timed as if they went on in this one).
+        early = self._looked_at + self.vendor.lock_waits_min_interval - time.monotonic()
+        if early > 0:
+            time.sleep(early)
+        self._looked_at = time.monotonic()
         try:
             waits = self.vendor.lock_waits(probe, backend)
         except DatabaseError as exc:  # the guard is an observer: never fail the run for it
             logger.debug("blocking guard on %r: %s", self.using, exc)
             probe.close()
             return
-        if not waits:
-            return
         now = time.monotonic()
         with self._cond:
             if self._generation != generation or self._backend is None:
                 return  # that chunk ended meanwhile
+            # A session that no longer waits is forgotten: if it waits again, that is a new
+            # wait, timed from when it is seen.
+            self._first_seen = {w: self._first_seen.get(w, now) for w in waits}
+            if not waits:
+                return
             longest = 0.0
             for waiter, reported in waits.items():
-                first = self._first_seen.setdefault(waiter, now)
+                first = self._first_seen[waiter]
                 longest = max(longest, reported, now - first)
             self._sessions = max(self._sessions, len(waits))
             self._max_wait = max(self._max_wait, longest)
