@@ -11,12 +11,15 @@ about. The machine is shared and noisy: read ratios, not absolute times.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test make bench   # 1,000,000 rows
     make bench BENCH_ARGS="--rows 20000 --repeat 1"
     make bench BENCH_ARGS="--parallel --rows 20000"   # parallel runs: bench/parallel.py
+    bench/run.py --online-only --rows 100000          # the online-impact targets (issue 15)
+    bench/run.py --online-only --online-scenarios classic   # the earlier online diagnoses
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -25,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 from django.db.models import F, Value  # noqa: E402
@@ -45,6 +51,8 @@ from django.utils import timezone  # noqa: E402
 from django.utils.text import slugify  # noqa: E402
 
 from backfills import Backfill, RowBackfill, UpdateBackfill  # noqa: E402
+from backfills import conf as backfills_conf  # noqa: E402
+from backfills.engine.guard import BlockingGuard  # noqa: E402
 from backfills.engine.ledger import Lease, Ledger  # noqa: E402
 from backfills.engine.runner import Runner, RunOptions  # noqa: E402
 from backfills.events import ChunkCommitted, Event  # noqa: E402
@@ -358,6 +366,9 @@ STRATEGIES: dict[str, Any] = {
     # Paced toward the online target: 1,000-row chunks and a sleep after each.
     "ours-row-paced": ours("bench.row", batch_size=CHUNK, sleep=0.1),
     "ours-row-paced-0.3": ours("bench.row", batch_size=CHUNK, sleep=0.3),
+    # The profiles (backfills.profiles); balanced is the default: ours-row-adaptive.
+    "ours-row-gentle": ours("bench.row", profile="gentle"),
+    "ours-row-fast": ours("bench.row", profile="fast"),
     "ours-records-fixed": ours("bench.row_records", batch_size=CHUNK),
     "ours-records-adaptive": ours("bench.row_records"),
     "ours-records-prefetch": ours("bench.row_records_prefetch"),
@@ -400,9 +411,41 @@ def can_pin() -> str | None:
     return None
 
 
+PROBE_SECONDS: list[float] = [0.0]
+
+
+def time_guard_looks() -> None:
+    """Time the blocking guard's looks in this process: the wall time its probe thread spends
+    in them (the query and what it does with the answer), summed into PROBE_SECONDS."""
+    look = BlockingGuard._look
+
+    def timed(self: BlockingGuard, *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            look(self, *args)
+        finally:
+            PROBE_SECONDS[0] += time.perf_counter() - started
+
+    BlockingGuard._look = timed  # type: ignore[method-assign,assignment]
+
+
+def latest_run() -> dict[str, Any] | None:
+    """The latest run's chunks, the blocking guard's counters and its profile (None when the
+    strategy recorded no run)."""
+    names = ["chunks_done", "blocking_yields", "blocking_cancels", "blocking_max_wait"]
+    fields = {f.name for f in BackfillRun._meta.get_fields()}
+    names += [name for name in ("profile", "max_duty", "target_chunk_time") if name in fields]
+    found: dict[str, Any] | None = BackfillRun.objects.order_by("-pk").values(*names).first()
+    return found
+
+
 def child(strategy: str, rows: int) -> None:
     cpu = os.environ.get("BENCH_PIN_CPU")
     pin(None if cpu is None else int(cpu), connection)
+    if os.environ.get("BENCH_NO_GUARD"):
+        # The guard's off switch; the Runner reads the settings when it is built.
+        settings.BACKFILLS = {**getattr(settings, "BACKFILLS", {}), "BLOCKING_BUDGET": None}
+    time_guard_looks()
     started = time.perf_counter()
     durations = STRATEGIES[strategy](rows)
     seconds = time.perf_counter() - started
@@ -414,6 +457,8 @@ def child(strategy: str, rows: int) -> None:
                 "durations": durations,
                 "peak_rss_mb": peak_kb / 1024,
                 "checkpoint_seconds": sum(CHECKPOINT_SECONDS),
+                "probe_seconds": PROBE_SECONDS[0],
+                "run": latest_run() if strategy.startswith("ours") else None,
             }
         )
     )
@@ -484,12 +529,24 @@ def verify(expected_rows: int) -> tuple[bool, str]:
 
 # -- online impact ----------------------------------------------------------------------------
 
+#: How long the writer runs alone (the idle scenarios).
+IDLE_SECONDS = 5.0
+#: How often the hot-rows writer reads the running run's checkpoint, on its own connection.
+HOT_POLL_SECONDS = 0.03
+#: How far past the checkpoint the hot-rows writer aims, in chunks of the last chunk's size: a
+#: bit more than the next chunk (the sizer grows a chunk by at most 20%).
+HOT_REACH = 1.25
+
 
 class Writer(threading.Thread):
-    """The application: updates random rows one at a time, recording each statement's latency."""
+    """The application: updates random rows one at a time, 2 ms apart, recording each
+    statement's latency. It draws the rows from ``min_pk..max_pk``: those the backfill walks."""
 
-    def __init__(self, max_pk: int, cpu: int | None = None, flush: bool = True) -> None:
+    def __init__(
+        self, max_pk: int, cpu: int | None = None, flush: bool = True, min_pk: int = 1
+    ) -> None:
         super().__init__(daemon=True)
+        self.min_pk = min_pk
         self.max_pk = max_pk
         self.cpu = cpu
         #: False: the writer's commits do not wait for the WAL flush (PostgreSQL
@@ -498,6 +555,9 @@ class Writer(threading.Thread):
         self.latencies: list[float] = []
         self.stop = threading.Event()
         self.error: BaseException | None = None
+
+    def next_pk(self, rng: random.Random) -> int:
+        return rng.randint(self.min_pk, self.max_pk)
 
     def run(self) -> None:
         rng = random.Random(7)
@@ -509,7 +569,7 @@ class Writer(threading.Thread):
                 with db.cursor() as cursor:
                     cursor.execute("SET synchronous_commit = off")
             while not self.stop.is_set():
-                pk = rng.randint(1, self.max_pk)
+                pk = self.next_pk(rng)
                 started = time.perf_counter()
                 with db.cursor() as cursor:
                     cursor.execute(f"UPDATE {table} SET body = %s WHERE id = %s", ["x", pk])
@@ -521,97 +581,409 @@ class Writer(threading.Thread):
             db.close()
 
 
-def online_impact(rows: int, pinned: bool, rounds: int) -> list[dict[str, Any]]:
-    """Each scenario `rounds` times, interleaved (the machine's own noise moves an idle p99
-    by 2x between minutes); medians per scenario, and the worst single wait of any round."""
-    from django.db.models import Max
+class HotWriter(Writer):
+    """The application at a backfill's worst: it updates the rows just ahead of the running
+    run's checkpoint, pk in (cursor, cursor + 1.25 x the last chunk's size], the rows the next
+    chunk will lock, one row per statement (autocommit), 2 ms apart. A second thread reads the
+    checkpoint (``BackfillRun.cursor``, ``last_chunk_size``) every 30 ms on its own connection;
+    before the first one the writer aims at the first chunk (INITIAL_BATCH_SIZE rows)."""
 
-    max_pk = Post.objects.aggregate(m=Max("pk"))["m"]
-    # About 10 s each.
-    paced_rows, slower_rows = min(rows, 100 * CHUNK), min(rows, 30 * CHUNK)
-    # (label, strategy or None for idle, rows, pinned, writer flushes WAL at commit)
-    scenarios: list[tuple[str, str | None, int, bool, bool]] = [
-        ("idle (writer alone)", None, 0, False, True),
-        ("busy server: read-only query loop", "busy-read", 0, False, True),
-        ("single UPDATE (ceiling)", "ceiling", rows, False, True),
-        ("our row backfill, defaults", "ours-row-adaptive", rows, False, True),
-        ("our set-based backfill, defaults", "ours-set-adaptive", rows, False, True),
-        ("our row backfill, records, prefetch", "ours-records-prefetch", rows, False, True),
-        ("our row, 1,000-row chunks, --sleep 0.1", "ours-row-paced", paced_rows, False, True),
-        ("our row, 1,000-row chunks, --sleep 0.3", "ours-row-paced-0.3", slower_rows, False, True),
+    def __init__(self, min_pk: int, max_pk: int) -> None:
+        super().__init__(max_pk, min_pk=min_pk)
+        self.initial_size = int(backfills_conf.get("INITIAL_BATCH_SIZE"))
+        #: (cursor, last chunk's size), replaced whole: the writer reads a consistent pair.
+        self.ahead: tuple[int, int] = (min_pk - 1, self.initial_size)
+        #: Distinct checkpoints the follower saw (against the run's chunks: how closely the
+        #: writer kept up with the cursor).
+        self.checkpoints_seen = 0
+        self.follower = threading.Thread(target=self.follow, daemon=True)
+
+    def start(self) -> None:
+        self.follower.start()
+        super().start()
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        self.follower.join(timeout)
+
+    def follow(self) -> None:
+        db = connections["default"]  # this thread's own connection
+        seen: str | None = None
+        try:
+            while not self.stop.is_set():
+                found = (
+                    BackfillRun.objects.order_by("-pk")
+                    .values_list("cursor", "last_chunk_size")
+                    .first()
+                )
+                if found is not None and found[0] is not None:
+                    if found[0] != seen:
+                        seen, self.checkpoints_seen = found[0], self.checkpoints_seen + 1
+                    self.ahead = (int(found[0]), found[1] or self.initial_size)
+                self.stop.wait(HOT_POLL_SECONDS)
+        except BaseException as exc:  # re-raised by the parent, as the writer's own
+            self.error = exc
+        finally:
+            db.close()
+
+    def next_pk(self, rng: random.Random) -> int:
+        cursor, size = self.ahead
+        return cursor + rng.randint(1, max(1, math.ceil(HOT_REACH * size)))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What runs (a child's strategy, or nothing) beside which application writer."""
+
+    key: str
+    label: str
+    #: The child's strategy; None: the writer alone for IDLE_SECONDS.
+    strategy: str | None = None
+    #: "random": random rows of those walked; "hot": rows just ahead of the run's
+    #: checkpoint (HotWriter); None: no writer (the guard's cost).
+    writer: str | None = "random"
+    #: False: the blocking guard off in the child (BLOCKING_BUDGET None).
+    guard: bool = True
+    #: The most rows the backfill walks (None: all of them).
+    cap: int | None = None
+    #: False: the strategy walks no rows (busy-read).
+    walks: bool = True
+    pinned: bool = False
+    flush: bool = True
+    #: "issue": the scenarios of the online-impact targets; "classic": the earlier diagnoses.
+    group: str = "issue"
+
+    def rows(self, rows: int) -> int:
+        if self.strategy is None or not self.walks:
+            return 0
+        return rows if self.cap is None else min(rows, self.cap)
+
+
+ROW, SET = "ours-row-adaptive", "ours-set-adaptive"
+#: Names for several scenarios in --online-scenarios (besides the groups and "all").
+ALIASES = {"guard-cost": ("guard-cost", "guard-cost-off")}
+
+
+def online_scenarios(pinned: bool) -> list[Scenario]:
+    """Every online-impact scenario this database can run (pinned: whether it can pin CPUs)."""
+    scenarios = [
+        Scenario("idle", "idle (writer alone)"),
+        Scenario("hot-row", "hot rows: row backfill, defaults", ROW, writer="hot"),
+        Scenario(
+            "hot-row-noguard", "hot rows: row backfill, no guard", ROW, writer="hot", guard=False
+        ),
+        Scenario("hot-set", "hot rows: set-based, defaults", SET, writer="hot"),
+        Scenario(
+            "hot-set-noguard", "hot rows: set-based, no guard", SET, writer="hot", guard=False
+        ),
+        Scenario("balanced", "row backfill, balanced (default)", ROW),
+        Scenario("balanced-set", "set-based, balanced (default)", SET),
+        Scenario("gentle", "row backfill, gentle", "ours-row-gentle"),
+        Scenario("fast", "row backfill, fast", "ours-row-fast"),
+        Scenario("noguard", "row backfill, defaults, no guard", ROW, guard=False),
+        Scenario("guard-cost", "no writer: row backfill, defaults", ROW, writer=None),
+        Scenario(
+            "guard-cost-off", "no writer: row backfill, no guard", ROW, writer=None, guard=False
+        ),
+    ]
+    classic = [
+        Scenario("busy", "busy server: read-only query loop", "busy-read", walks=False),
+        Scenario("ceiling", "single UPDATE (ceiling)", "ceiling"),
+        Scenario("prefetch", "row backfill, records, prefetch", "ours-records-prefetch"),
+        Scenario("paced", "row, 1,000-row chunks, --sleep 0.1", "ours-row-paced", cap=100 * CHUNK),
+        Scenario(
+            "paced-0.3", "row, 1,000-row chunks, --sleep 0.3", "ours-row-paced-0.3", cap=30 * CHUNK
+        ),
     ]
     if pinned:
-        scenarios += [
-            ("pinned: idle (writer alone)", None, 0, True, True),
-            ("pinned: our row backfill, defaults", "ours-row-adaptive", rows, True, True),
-            ("pinned: our set-based, defaults", "ours-set-adaptive", rows, True, True),
+        classic += [
+            Scenario("pinned-idle", "pinned: idle (writer alone)", pinned=True),
+            Scenario("pinned-row", "pinned: row backfill, defaults", ROW, pinned=True),
+            Scenario("pinned-set", "pinned: set-based, defaults", SET, pinned=True),
         ]
     if connection.vendor == "postgresql":
         # Diagnosis, not a setting to use: the same writer with commits that do not wait for
         # their WAL flush. Every commit must flush all WAL written before it, the backfill's
         # included; if the p99 ratio falls here, that shared flush is what the writer waits on.
-        scenarios += [
-            ("no-flush writer: idle", None, 0, False, False),
-            ("no-flush writer: our row backfill", "ours-row-adaptive", rows, False, False),
-            ("no-flush writer: our set-based", "ours-set-adaptive", rows, False, False),
+        classic += [
+            Scenario("noflush-idle", "no-flush writer: idle", flush=False),
+            Scenario("noflush-row", "no-flush writer: row backfill", ROW, flush=False),
+            Scenario("noflush-set", "no-flush writer: set-based", SET, flush=False),
         ]
-    measured: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in scenarios}
-    for _ in range(rounds):
-        for label, strategy, n, pin_cpus, flush in scenarios:
-            reset()
-            writer = Writer(max_pk, cpu=0 if pin_cpus else None, flush=flush)
-            writer.start()
-            seconds, chunks = None, []
-            if strategy is None:
-                time.sleep(5)
-            else:
-                env = {"BENCH_PIN_CPU": "1"} if pin_cpus else None
-                out = run_child(strategy, n, env=env)
-                seconds, chunks = out["seconds"], out["durations"]
+    return scenarios + [replace(s, group="classic") for s in classic]
+
+
+def select_scenarios(available: list[Scenario], names: list[str]) -> list[Scenario]:
+    """The scenarios *names* asks for (groups, keys, ALIASES, "all"), in their own order; the
+    idle runs their ratios are against always come along."""
+    groups = {s.group for s in available}
+    keys = {s.key for s in available}
+    unknown = [n for n in names if n not in groups | keys | set(ALIASES) | {"all"}]
+    if unknown:
+        raise SystemExit(
+            f"--online-scenarios: unknown {', '.join(unknown)}; choose from all, "
+            + ", ".join(sorted(groups) + sorted(keys | set(ALIASES)))
+        )
+    wanted = {k for n in names for k in ALIASES.get(n, (n,))}
+    chosen = [s for s in available if "all" in names or s.group in wanted or s.key in wanted]
+    idles = {(s.pinned, s.flush) for s in chosen}
+    return [
+        s
+        for s in available
+        if s in chosen or (s.strategy is None and s.writer and (s.pinned, s.flush) in idles)
+    ]
+
+
+def measure(scenario: Scenario, rows: int, walked: dict[int, tuple[int, int]]) -> dict[str, Any]:
+    """One run of *scenario*: the writer's latencies and the backfill's rate, chunks and guard.
+    *walked*: for a number of rows walked, the first and last primary key of those rows."""
+    reset()
+    n = scenario.rows(rows)
+    low, high = walked[n or rows]
+    writer: Writer | None = None
+    if scenario.writer == "hot":
+        writer = HotWriter(low, high)
+    elif scenario.writer == "random":
+        cpu = 0 if scenario.pinned else None
+        writer = Writer(high, cpu=cpu, flush=scenario.flush, min_pk=low)
+    if writer is not None:
+        writer.start()
+    out = None
+    try:
+        if scenario.strategy is None:
+            time.sleep(IDLE_SECONDS)
+        else:
+            env = {"BENCH_PIN_CPU": "1"} if scenario.pinned else {}
+            if not scenario.guard:
+                env["BENCH_NO_GUARD"] = "1"
+            out = run_child(scenario.strategy, n, env=env)
+    finally:
+        if writer is not None:
             writer.stop.set()
             writer.join()
-            if writer.error is not None or not writer.latencies:
-                raise RuntimeError(f"the writer failed during {label!r}") from writer.error
-            lat = sorted(writer.latencies)
-            measured[label].append(
-                {
-                    "writes": len(lat),
-                    "p50_ms": 1000 * percentile(lat, 50),
-                    "p99_ms": 1000 * percentile(lat, 99),
-                    "max_ms": 1000 * lat[-1],
-                    # CPU scheduling delays a write by a few ms; a write this slow waited on a
-                    # row lock held by a chunk (or the single UPDATE).
-                    "over_20ms_pct": 100 * sum(1 for x in lat if x > 0.020) / len(lat),
-                    "rows_per_s": n / seconds if seconds and n else None,
-                    # A row the writer wants can be locked for as long as the chunk holding it.
-                    "chunk_max_ms": 1000 * max(chunks) if n and chunks else None,
-                }
-            )
-    results = []
-    for label, strategy, n, pin_cpus, flush in scenarios:
-        runs = measured[label]
-        rates = [r["rows_per_s"] for r in runs if r["rows_per_s"]]
-        chunk_maxes = [r["chunk_max_ms"] for r in runs if r["chunk_max_ms"]]
-        results.append(
-            {
-                "scenario": label,
-                "strategy": strategy,
-                "rows": n,
-                "pinned": pin_cpus,
-                "flush": flush,
-                "rounds": len(runs),
-                "rows_per_s": statistics.median(rates) if rates else None,
-                "writes": statistics.median(r["writes"] for r in runs),
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                "p99_ms_rounds": [r["p99_ms"] for r in runs],
-                "max_ms": max(r["max_ms"] for r in runs),
-                "max_ms_rounds": [r["max_ms"] for r in runs],
-                "chunk_max_ms": max(chunk_maxes) if chunk_maxes else None,
-                "over_20ms_pct": statistics.median(r["over_20ms_pct"] for r in runs),
-            }
+    record: dict[str, Any] = {"seconds": None, "rows_per_s": None, "chunk_max_ms": None}
+    if out is not None:
+        chunks = out["durations"]
+        record.update(
+            seconds=out["seconds"],
+            rows_per_s=n / out["seconds"] if n else None,
+            # A row the writer wants can be locked for as long as the chunk holding it.
+            chunk_max_ms=1000 * max(chunks) if n and chunks else None,
+            probe_share=out["probe_seconds"] / out["seconds"],
+            run=out["run"],
         )
-    return results
+    if writer is None:
+        return record
+    if writer.error is not None or not writer.latencies:
+        raise RuntimeError(f"the writer failed during {scenario.label!r}") from writer.error
+    lat = sorted(writer.latencies)
+    record.update(
+        writes=len(lat),
+        p50_ms=1000 * percentile(lat, 50),
+        p99_ms=1000 * percentile(lat, 99),
+        max_ms=1000 * lat[-1],
+        # CPU scheduling delays a write by a few ms; a write this slow waited on a row lock
+        # held by a chunk (or the single UPDATE).
+        over_20ms_pct=100 * sum(1 for x in lat if x > 0.020) / len(lat),
+    )
+    if isinstance(writer, HotWriter):
+        record["checkpoints_seen"] = writer.checkpoints_seen
+    return record
+
+
+def summarize(scenario: Scenario, rows: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of *scenario*'s rounds; the worst write and the longest chunk of any round."""
+
+    def values(name: str) -> list[Any]:
+        return [r[name] for r in runs if r.get(name) is not None]
+
+    def median(name: str) -> float | None:
+        found = values(name)
+        return statistics.median(found) if found else None
+
+    def worst(name: str) -> float | None:
+        found = values(name)
+        return max(found) if found else None
+
+    guard = [r["run"] for r in runs if r.get("run")]
+    return {
+        "key": scenario.key,
+        "scenario": scenario.label,
+        "group": scenario.group,
+        "strategy": scenario.strategy,
+        "writer": scenario.writer,
+        "guard": scenario.guard,
+        "rows": scenario.rows(rows),
+        "pinned": scenario.pinned,
+        "flush": scenario.flush,
+        "rounds": len(runs),
+        "seconds": median("seconds"),
+        "seconds_rounds": values("seconds"),
+        "rows_per_s": median("rows_per_s"),
+        "rows_per_s_rounds": values("rows_per_s"),
+        "writes": median("writes"),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "p99_ms_rounds": values("p99_ms"),
+        "max_ms": worst("max_ms"),
+        "max_ms_rounds": values("max_ms"),
+        "chunk_max_ms": worst("chunk_max_ms"),
+        "over_20ms_pct": median("over_20ms_pct"),
+        "probe_share": median("probe_share"),
+        "checkpoints_seen": median("checkpoints_seen"),
+        "chunks": statistics.median(g["chunks_done"] for g in guard) if guard else None,
+        "yields": statistics.median(g["blocking_yields"] for g in guard) if guard else None,
+        "cancels": statistics.median(g["blocking_cancels"] for g in guard) if guard else None,
+        "guard_max_wait_ms": max(1000 * g["blocking_max_wait"] for g in guard) if guard else None,
+        "profile": guard[0].get("profile") if guard else None,
+        "max_duty": guard[0].get("max_duty") if guard else None,
+        "target_chunk_time": guard[0].get("target_chunk_time") if guard else None,
+    }
+
+
+def online_impact(
+    rows: int, pinned: bool, rounds: int, names: list[str], pairs: int = 1
+) -> dict[str, Any]:
+    """Each scenario once a round, `rounds` rounds, interleaved (the machine's own noise moves
+    an idle p99 by 2x between minutes), every other round in reverse order; medians per
+    scenario, the worst single wait of any round. The guard's cost (the row backfill with and
+    without it, no writer) runs `pairs` times a round in alternating order; its ratio is taken
+    within each pair."""
+    scenarios = select_scenarios(online_scenarios(pinned), names)
+    walked: dict[int, tuple[int, int]] = {}
+    keys = Post.objects.order_by("pk").values_list("pk", flat=True)
+    for n in {s.rows(rows) or rows for s in scenarios}:
+        walked[n] = (keys.first(), keys[min(n, rows) - 1])
+    plan: list[tuple[Scenario, int]] = []
+    paired = any(s.key == "guard-cost" for s in scenarios)
+    off = next((s for s in scenarios if s.key == "guard-cost-off"), None)
+    for s in scenarios:
+        if s.key == "guard-cost-off" and paired:
+            continue  # in the pairs below
+        if s.key == "guard-cost":
+            for pair in range(pairs):
+                both = [(s, pair)] + ([(off, pair)] if off is not None else [])
+                plan += both if pair % 2 == 0 else both[::-1]
+        else:
+            plan.append((s, 0))
+    measured: dict[str, list[dict[str, Any]]] = {s.key: [] for s in scenarios}
+    for number in range(rounds):
+        for scenario, pair in plan if number % 2 == 0 else plan[::-1]:
+            record = measure(scenario, rows, walked)
+            measured[scenario.key].append({**record, "round": number, "pair": pair})
+    results = [summarize(s, rows, measured[s.key]) for s in scenarios]
+    with_guard, without = measured.get("guard-cost", []), measured.get("guard-cost-off", [])
+    ratios = [
+        a["seconds"] / b["seconds"]
+        for a in with_guard
+        for b in without
+        if (a["round"], a["pair"]) == (b["round"], b["pair"])
+    ]
+    guard_cost = {
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "probe_shares": [a["probe_share"] for a in with_guard],
+        "median_probe_share": (
+            statistics.median(a["probe_share"] for a in with_guard) if with_guard else None
+        ),
+    }
+    return {"scenarios": results, "guard_cost": guard_cost}
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def online_targets(online: list[dict[str, Any]], guard_cost: dict[str, Any]) -> list[list[str]]:
+    """The issue's targets against what was measured: [target, measured, verdict] each; a
+    verdict is "met", "NOT met", "reported" (no target) or "not run"."""
+    by_key = {o["key"]: o for o in online}
+    idle = by_key["idle"]["p99_ms"] if "idle" in by_key else None
+    rows: list[list[str]] = []
+
+    def rounds_ms(o: dict[str, Any]) -> str:
+        return ", ".join(f"{m:.0f}" for m in o["max_ms_rounds"])
+
+    def worst(key: str, label: str, limit: float | None, strict: bool = False) -> None:
+        o = by_key.get(key)
+        if o is None:
+            rows.append([label, "", "not run"])
+            return
+        measured = f"worst {o['max_ms']:.0f} ms (rounds: {rounds_ms(o)})"
+        if limit is None:
+            rows.append([label, measured, "reported"])
+        else:
+            ok = o["max_ms"] < limit if strict else o["max_ms"] <= limit
+            rows.append([label, measured, verdict(ok)])
+
+    def versus_idle(o: dict[str, Any]) -> str:
+        return f"p99 {o['p99_ms']:.2f} ms = {o['p99_ms'] / idle:.2f}x idle" if idle else ""
+
+    worst("hot-row", "hot rows, row backfill, defaults: worst wait <= 150 ms", 150)
+    worst("hot-row-noguard", "  the same without the guard", None)
+    worst("hot-set", "hot rows, set-based, defaults: worst wait <= 150 ms", 150)
+    worst("hot-set-noguard", "  the same without the guard", None)
+    for key, what in (("balanced", "row backfill"), ("balanced-set", "set-based")):
+        worst(key, f"random rows, {what}, balanced: worst wait < 250 ms every round", 250, True)
+        if key in by_key:
+            rows.append([f"  {what}, balanced: p99/idle", versus_idle(by_key[key]), "reported"])
+    gentle, balanced = by_key.get("gentle"), by_key.get("balanced")
+    if gentle is None or idle is None:
+        rows.append(["random rows, gentle", "", "not run"])
+    else:
+        rows.append(
+            [
+                "random rows, gentle: writer p99 <= 2x idle",
+                versus_idle(gentle),
+                verdict(gentle["p99_ms"] <= 2 * idle),
+            ]
+        )
+        worst("gentle", "random rows, gentle: worst wait <= 100 ms", 100)
+        if balanced is None:
+            rows.append(["random rows, gentle: >= 30% of balanced's rows/s", "", "not run"])
+        else:
+            share = gentle["rows_per_s"] / balanced["rows_per_s"]
+            rows.append(
+                [
+                    "random rows, gentle: >= 30% of balanced's rows/s",
+                    f"{gentle['rows_per_s']:,.0f} of {balanced['rows_per_s']:,.0f} rows/s "
+                    f"= {share:.0%}",
+                    verdict(share >= 0.3),
+                ]
+            )
+    fast, today = by_key.get("fast"), by_key.get("noguard")
+    if fast is None or today is None:
+        rows.append(["random rows, fast: rows/s >= today's defaults (no guard)", "", "not run"])
+    else:
+        ratio = fast["rows_per_s"] / today["rows_per_s"]
+        rows.append(
+            [
+                "random rows, fast: rows/s >= today's defaults (no guard)",
+                f"{fast['rows_per_s']:,.0f} vs {today['rows_per_s']:,.0f} rows/s = {ratio:.3f}x",
+                verdict(ratio >= 1),
+            ]
+        )
+        rows.append(
+            [
+                "  fast: impact",
+                f"{versus_idle(fast)}, worst {fast['max_ms']:.0f} ms",
+                "reported",
+            ]
+        )
+    ratios = guard_cost["ratios"]
+    if not ratios:
+        rows.append(["the guard's cost: <= 2% of run time at defaults", "", "not run"])
+    else:
+        cost = guard_cost["median_ratio"] - 1
+        rows.append(
+            [
+                "the guard's cost: <= 2% of run time at defaults",
+                f"median {cost:+.1%} (per pair {min(ratios) - 1:+.1%} to {max(ratios) - 1:+.1%},"
+                f" n={len(ratios)}); probe {guard_cost['median_probe_share']:.1%} of the run",
+                verdict(cost <= 0.02),
+            ]
+        )
+    return rows
 
 
 # -- the parent -------------------------------------------------------------------------------
@@ -636,49 +1008,124 @@ def run_child(strategy: str, rows: int, env: dict[str, str] | None = None) -> di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def print_online_impact(args: argparse.Namespace, rows: int) -> list[dict[str, Any]]:
-    """Run and print the online-impact scenarios (PostgreSQL and MariaDB/MySQL only)."""
-    online: list[dict[str, Any]] = []
+def code_state() -> str:
+    """The commit the library's code is at, and whether backfills/ differs from it (each
+    scenario's child imports the code afresh: an edit during a run mixes two versions)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "backfills"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+    except OSError:
+        return "unknown (no git)"
+    if not diff:
+        return f"{commit}, backfills/ clean"
+    return f"{commit}, backfills/ modified (diff crc {zlib.crc32(diff.encode()):08x})"
+
+
+def database() -> str:
+    """The server's name as people say it: postgresql, mariadb, mysql or sqlite."""
+    if connection.vendor == "mysql" and getattr(connection, "mysql_is_mariadb", False):
+        return "mariadb"
+    return connection.vendor
+
+
+def print_online_impact(args: argparse.Namespace, rows: int) -> dict[str, Any]:
+    """Run and print the online-impact scenarios (PostgreSQL and MariaDB/MySQL only): the
+    table, then the targets; returns what goes into the JSON results."""
     if connection.vendor == "sqlite":
-        return online
-    if args.online_rounds < 1:
-        raise SystemExit("--online-rounds must be at least 1")
+        return {}
+    if args.online_rounds < 1 or args.guard_cost_pairs < 1:
+        raise SystemExit("--online-rounds and --guard-cost-pairs must be at least 1")
     print(
-        f"\nonline impact: a writer updating random rows, one at a time "
+        f"\nonline impact ({database()}, {rows:,} rows): the application updates rows "
+        f"one at a time, random ones or the hot rows just ahead of the backfill's cursor "
         f"({args.online_rounds} interleaved rounds; medians, max of all rounds)",
         flush=True,
     )
+    code_before = code_state()
+    print(f"code: {code_before}")
     why_not = "--no-pin" if args.no_pin else can_pin()
-    if why_not:
+    names = args.online_scenarios
+    if why_not and any(n in ("classic", "all") for n in names):
         print(f"(no pinned runs: {why_not})")
-    online = online_impact(rows, pinned=why_not is None, rounds=args.online_rounds)
-    busy = next(o for o in online if o["strategy"] == "busy-read")["p99_ms"]
+    measured = online_impact(
+        rows,
+        pinned=why_not is None,
+        rounds=args.online_rounds,
+        names=names,
+        pairs=args.guard_cost_pairs,
+    )
+    online, guard_cost = measured["scenarios"], measured["guard_cost"]
+    code = {"before": code_before, "after": code_state()}
+    busy = next((o["p99_ms"] for o in online if o["key"] == "busy"), None)
+
+    def cell(value: Any, spec: str, width: int) -> str:
+        return f"{value:>{width}{spec}}" if value is not None else " " * width
+
     print(
-        f"{'scenario':<40} {'rows/s':>8} {'writes':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>8} {'p99/idle':>9} {'p99/busy':>9} {'>20 ms':>7} {'chunk max':>10}"
+        f"{'scenario':<40} {'rows/s':>8} {'run s':>6} {'writes':>7} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>8} {'p99/idle':>9} "
+        + (f"{'p99/busy':>9} " if busy else "")
+        + f"{'>20 ms':>7} {'chunk max':>10} {'yields':>7} {'cancels':>8} {'seen ms':>8}"
     )
     for o in online:
-        idle = next(i for i in online if (i["pinned"], i["flush"]) == (o["pinned"], o["flush"]))[
-            "p99_ms"
-        ]
-        rate = f"{o['rows_per_s']:>8,.0f}" if o["rows_per_s"] else f"{'':>8}"
-        versus_busy = o["p99_ms"] / busy if not o["pinned"] and o["flush"] else None
-        print(
-            f"{o['scenario']:<40} {rate} {o['writes']:>7,.0f} {o['p50_ms']:>7.2f} "
-            f"{o['p99_ms']:>7.2f} {o['max_ms']:>8.1f} {o['p99_ms'] / idle:>9.2f} "
-            + (f"{versus_busy:>9.2f}" if versus_busy is not None else f"{'':>9}")
-            + f" {o['over_20ms_pct']:>6.2f}%"
-            + (f" {o['chunk_max_ms']:>10.0f}" if o["chunk_max_ms"] else "")
+        idle = next(
+            i["p99_ms"]
+            for i in online
+            if i["strategy"] is None and (i["pinned"], i["flush"]) == (o["pinned"], o["flush"])
         )
-    print("targets: during our backfill writer p99 <= 3x idle, max < 250 ms")
+        writes = o["writer"] is not None
+        versus_busy = o["p99_ms"] / busy if busy and writes and not o["pinned"] else None
+        guard = o["guard"] and o["yields"] is not None
+        print(
+            f"{o['scenario']:<40} {cell(o['rows_per_s'], ',.0f', 8)} "
+            f"{cell(o['seconds'], '.2f', 6)} {cell(o['writes'], ',.0f', 7)} "
+            f"{cell(o['p50_ms'], '.2f', 7)} {cell(o['p99_ms'], '.2f', 7)} "
+            f"{cell(o['max_ms'], '.1f', 8)} "
+            f"{cell(o['p99_ms'] / idle if writes else None, '.2f', 9)} "
+            + (f"{cell(versus_busy, '.2f', 9)} " if busy else "")
+            + (f"{o['over_20ms_pct']:>6.2f}% " if writes else " " * 8)
+            + f"{cell(o['chunk_max_ms'], '.0f', 10)} "
+            + (
+                f"{o['yields']:>7.0f} {o['cancels']:>8.0f} {o['guard_max_wait_ms']:>8.0f}"
+                if guard
+                else (f"{'off':>7}" if not o["guard"] else "")
+            )
+        )
+    hot = [o for o in online if o["writer"] == "hot"]
     print(
         "max ms: the worst single write of any round; chunk max: the longest chunk (for the "
         "single UPDATE, the statement) in ms: a row it holds stays locked up to that long"
     )
     print(
-        "busy server: one connection running a CPU-bound read-only query, no writes or locks; "
-        "what any busy backend costs the writer here"
+        "yields, cancels: the blocking guard's (median a run); seen ms: the longest wait it saw "
+        "(any round); off: BLOCKING_BUDGET = None"
     )
+    if hot:
+        print(
+            "hot rows: the writer aims at pk in (cursor, cursor + 1.25 x last chunk], reading "
+            "the checkpoint every 30 ms; it saw "
+            + ", ".join(
+                f"{o['checkpoints_seen']:.0f} of {o['chunks']:.0f} checkpoints ({o['key']})"
+                for o in hot
+                if o["checkpoints_seen"] is not None and o["chunks"] is not None
+            )
+        )
+    if guard_cost["ratios"]:
+        print(
+            "no writer: the guard's cost, run with and without it in "
+            f"{len(guard_cost['ratios'])} alternating pairs (run time ratios: "
+            + ", ".join(f"{r:.3f}" for r in guard_cost["ratios"])
+            + ")"
+        )
+    if busy:
+        print(
+            "busy server: one connection running a CPU-bound read-only query, no writes or "
+            "locks; what any busy backend costs the writer here"
+        )
     if any(o["pinned"] for o in online):
         print(
             "pinned: the writer and its backend on CPU 0, the backfill and its backend on "
@@ -689,7 +1136,23 @@ def print_online_impact(args: argparse.Namespace, rows: int) -> list[dict[str, A
             "no-flush writer: synchronous_commit = off for the writer only, a diagnosis "
             "(p99/idle against its own idle run)"
         )
-    return online
+    if code["after"] != code["before"]:
+        print(f"WARNING: the code changed during the run: now {code['after']}")
+    targets = online_targets(online, guard_cost)
+    if any(outcome != "not run" for *_, outcome in targets):
+        print(f"\n{'target':<70} {'measured':<62} verdict")
+        for target, value, outcome in targets:
+            print(f"{target:<70} {value:<62} {outcome}")
+    return {
+        "online_rounds": args.online_rounds,
+        "code": code,
+        "online_impact": online,
+        "guard_cost": guard_cost,
+        "online_targets": [
+            {"target": target, "measured": value, "verdict": outcome}
+            for target, value, outcome in targets
+        ],
+    }
 
 
 def main() -> None:
@@ -730,6 +1193,22 @@ def main() -> None:
         default=3,
         help="interleaved rounds of the online-impact scenarios (medians)",
     )
+    parser.add_argument(
+        "--online-scenarios",
+        nargs="+",
+        default=["issue"],
+        metavar="NAME",
+        help="online-impact scenarios to run: groups (issue, classic, all) or keys (idle, "
+        "hot-row, hot-row-noguard, hot-set, hot-set-noguard, balanced, balanced-set, gentle, "
+        "fast, noguard, guard-cost, busy, ceiling, prefetch, paced, paced-0.3, ...); "
+        "default: issue",
+    )
+    parser.add_argument(
+        "--guard-cost-pairs",
+        type=int,
+        default=2,
+        help="pairs of runs with and without the blocking guard per online round (its cost)",
+    )
     parser.add_argument("--only", nargs="+", metavar="STRATEGY", help="run just these (no ratios)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -740,6 +1219,7 @@ def main() -> None:
     if args.child:
         child(args.child, rows)
         return
+    select_scenarios(online_scenarios(True), args.online_scenarios)  # unknown names: exit now
 
     slow = min(rows, args.slow_cap)
     plan = [
@@ -804,7 +1284,7 @@ def main() -> None:
     if args.online_only:
         online = print_online_impact(args, rows)
         Path(args.json).write_text(
-            json.dumps({"vendor": vendor, "rows": rows, "online_impact": online}, indent=2)
+            json.dumps({"vendor": vendor, "rows": rows, "online_impact": [], **online}, indent=2)
         )
         print(f"\nresults written to {args.json}")
         return
@@ -953,7 +1433,7 @@ def main() -> None:
     for label, value, target in ratios:
         print(f"{label:<72} {value:>9.3f}  {target}")
 
-    online = [] if args.no_online else print_online_impact(args, rows)
+    online = {} if args.no_online else print_online_impact(args, rows)
 
     Path(args.json).write_text(
         json.dumps(
@@ -963,7 +1443,8 @@ def main() -> None:
                 "repeat": args.repeat,
                 "results": list(results.values()),
                 "ratios": [{"ratio": a, "measured": b, "target": c} for a, b, c in ratios],
-                "online_impact": online,
+                "online_impact": [],
+                **online,
             },
             indent=2,
         )
