@@ -53,7 +53,7 @@ def test_each_profile_sets_the_target_the_guard_and_the_duty(settings: Any) -> N
     # The guard's budget and limit; BLOCKING_BUDGET = None turns it off under every profile.
     assert profiles.blocking("gentle", snap) == (0.05, 0.25)
     assert profiles.blocking("balanced", snap) == (0.1, 1.0)
-    assert profiles.blocking("fast", snap) == (0.25, 2.0)
+    assert profiles.blocking("fast", snap) == (1.0, 2.0)
     settings.BACKFILLS = {**settings.BACKFILLS, "BLOCKING_BUDGET": None}
     assert profiles.blocking("gentle", conf.snapshot()) == (None, None)
 

@@ -175,6 +175,13 @@ class BlockingGuard:
                         return
                     backend, generation = self._backend, self._generation
                 assert backend is not None
+                # Never sooner than the database refreshes what it shows, across chunks too:
+                # InnoDB answers a look within 0.1 s of the previous one from its old copy,
+                # which still holds the previous chunk's waits (then timed as if they went on
+                # in this one).
+                early = self._looked_at + self.vendor.lock_waits_min_interval - time.monotonic()
+                if early > 0:
+                    time.sleep(early)
                 self._look(probe, backend, generation)
                 with self._cond:
                     if not self._closed and self._backend is not None:
@@ -187,12 +194,6 @@ class BlockingGuard:
             probe.close()
 
     def _look(self, probe: BaseDatabaseWrapper, backend: int, generation: int) -> None:
-        # Never sooner than the database refreshes what it shows, across chunks too: InnoDB
-        # answers a look within 0.1 s of the previous one from its old copy, which still holds
-        # the previous chunk's waits (then timed as if they went on in this one).
-        early = self._looked_at + self.vendor.lock_waits_min_interval - time.monotonic()
-        if early > 0:
-            time.sleep(early)
         self._looked_at = time.monotonic()
         try:
             waits = self.vendor.lock_waits(probe, backend)
