@@ -111,7 +111,7 @@ def profile(name: str, settings: Settings) -> Profile:
             set_based_target_chunk_time=settings.set_based_target_chunk_time,
             blocking_budget=settings.blocking_budget,
             blocking_limit=settings.blocking_limit,
-            max_duty=settings.max_duty,
+            max_duty=check_duty(settings.max_duty, "BACKFILLS['MAX_DUTY']"),
         )
     return FIXED[check_name(name)]
 

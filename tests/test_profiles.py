@@ -205,4 +205,7 @@ def test_values_no_run_accepts_are_clear_errors(
     monkeypatch.setattr(CountItems, "profile", None)
     with pytest.raises(BackfillConfigurationError, match="PROFILE setting"):
         run_backfill(COUNT)
+    settings.BACKFILLS = {**settings.BACKFILLS, "PROFILE": "balanced"}
+    with pytest.raises(BackfillConfigurationError, match=r"BACKFILLS\['MAX_DUTY'\] must be"):
+        run_backfill(COUNT)
     assert not BackfillRun.objects.exists()
