@@ -9,9 +9,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.apps import apps
+from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, models
 
-from .chunking import pk_target
+from .chunking import Key, pk_target, primary_key
 from .db.base import Statement
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
@@ -19,6 +20,26 @@ from .writers import as_instances, write_rows
 
 if TYPE_CHECKING:
     from .chunking import Window
+
+
+def is_unique_together(model: type[models.Model], names: Sequence[str]) -> bool:
+    """Whether the fields *names* of *model* are unique together: one of them is unique on its
+    own (the primary key included), or a unique constraint without a condition (or
+    ``unique_together``) covers a subset of them."""
+    meta = model._meta
+    wanted = set(names)
+    for name in names:
+        field = meta.get_field(name)
+        if getattr(field, "unique", False) or getattr(field, "primary_key", False):
+            return True
+    pk = meta.pk
+    if isinstance(pk, models.CompositePrimaryKey) and set(pk.field_names) <= wanted:
+        return True
+    for together in meta.unique_together:
+        if set(together) <= wanted:
+            return True
+    return any(set(c.fields) <= wanted for c in meta.total_unique_constraints)
+
 
 # Primary key types whose values the database cannot order consistently for keyset paging.
 UNORDERABLE_PK_TYPES = frozenset({"JSONField", "BinaryField"})
@@ -89,6 +110,11 @@ class Backfill:
     #: ``transform`` must be a pure computation: a database write of its own would not be part
     #: of the chunk's transaction, and a chunk read ahead and then dropped is transformed again.
     prefetch: ClassVar[bool] = False
+    #: Walk the table in the order of these columns instead of the primary key: one name, or
+    #: several (``("tenant_id", "id")``). They must be unique together and NOT NULL (check
+    #: ``backfills.E007``). A model with a ``CompositePrimaryKey`` is walked on its whole key
+    #: without this.
+    chunk_by: ClassVar[str | Sequence[str] | None] = None
 
     def __init__(
         self,
@@ -136,24 +162,64 @@ class Backfill:
 
     @classmethod
     def get_pk_field(cls) -> models.Field[Any, Any]:
-        """Return the primary key field, refusing keys that cannot be ordered for paging."""
+        """Return the primary key field (a ``CompositePrimaryKey`` for a key of several
+        columns), refusing keys that cannot be ordered for paging."""
         model = cls.get_model()
         pk = model._meta.pk
         label = model._meta.label
         if pk is None:
             raise BackfillConfigurationError(f"{label} has no primary key.")
-        if type(pk).__name__ == "CompositePrimaryKey":
-            raise BackfillConfigurationError(
-                f"{label} has a composite primary key; keyset chunking needs a single-column "
-                "primary key."
-            )
-        target = pk_target(pk)
-        if target.get_internal_type() in UNORDERABLE_PK_TYPES:
-            raise BackfillConfigurationError(
-                f"{label}'s primary key is a {target.get_internal_type()}, which the database "
-                "cannot order for keyset chunking."
-            )
+        for part in primary_key(model).fields:
+            target = pk_target(part)
+            if target.get_internal_type() in UNORDERABLE_PK_TYPES:
+                raise BackfillConfigurationError(
+                    f"{label}'s primary key is a {target.get_internal_type()}, which the "
+                    "database cannot order for keyset chunking."
+                )
         return pk
+
+    @classmethod
+    def get_key(cls) -> Key:
+        """The key the runner walks the table in: ``chunk_by``'s columns, else the primary
+        key (all its columns for a ``CompositePrimaryKey``). Raises
+        BackfillConfigurationError for ``chunk_by`` columns that are not a unique, non-null
+        key of the model."""
+        model = cls.get_model()
+        cls.get_pk_field()
+        if not cls.chunk_by:
+            return primary_key(model)
+        names = (cls.chunk_by,) if isinstance(cls.chunk_by, str) else tuple(cls.chunk_by)
+        label = model._meta.label
+        fields: list[models.Field[Any, Any]] = []
+        for name in names:
+            try:
+                field = model._meta.get_field(name)
+            except FieldDoesNotExist:
+                raise BackfillConfigurationError(
+                    f"Backfill {cls.name}: chunk_by names {name!r}, which is not a field of "
+                    f"{label}."
+                ) from None
+            if not isinstance(field, models.Field) or not field.concrete or field.many_to_many:
+                raise BackfillConfigurationError(
+                    f"Backfill {cls.name}: chunk_by names {label}.{name}, which is not a column."
+                )
+            if field.null:
+                raise BackfillConfigurationError(
+                    f"Backfill {cls.name}: chunk_by column {label}.{name} is nullable; a walk "
+                    "key must be NOT NULL (rows with NULL would be skipped)."
+                )
+            if pk_target(field).get_internal_type() in UNORDERABLE_PK_TYPES:
+                raise BackfillConfigurationError(
+                    f"Backfill {cls.name}: chunk_by column {label}.{name} cannot be ordered."
+                )
+            fields.append(field)
+        if not is_unique_together(model, [f.name for f in fields]):
+            raise BackfillConfigurationError(
+                f"Backfill {cls.name}: chunk_by {names!r} is not unique on {label}; a walk key "
+                "must be unique (a unique field, or a UniqueConstraint / unique_together on "
+                "exactly these columns), or rows sharing a value could be skipped or repeated."
+            )
+        return Key(model, tuple(fields), origin="chunk_by")
 
     @property
     def model_class(self) -> type[models.Model]:

@@ -14,7 +14,8 @@ from .registry import registry
 def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """backfills.E001: the model cannot be resolved or walked; E002: no process hook;
     E003: a row backfill with ``read_fields`` names (there or in ``fields``) a non-column;
-    W002: ``prefetch = True`` on a backfill that cannot read ahead."""
+    W002: ``prefetch = True`` on a backfill that cannot read ahead; E007: ``chunk_by`` names
+    columns that are not a unique, non-null key."""
     from .base import Backfill
     from .kinds import RowBackfill
 
@@ -28,12 +29,27 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
             messages.append(
                 checks.Error(
                     str(exc),
-                    hint="Point `model` at an installed model with a single-column, "
-                    "orderable primary key (integer, UUID or string).",
+                    hint="Point `model` at an installed model with an orderable primary key "
+                    "(integer, UUID, string, or a CompositePrimaryKey of such columns).",
                     obj=backfill_cls,
                     id="backfills.E001",
                 )
             )
+        if walkable and backfill_cls.chunk_by:
+            try:
+                backfill_cls.get_key()
+            except BackfillConfigurationError as exc:
+                walkable = False
+                messages.append(
+                    checks.Error(
+                        str(exc),
+                        hint="Name NOT NULL columns in `chunk_by` that a unique field or a "
+                        "UniqueConstraint (without a condition) makes unique together, or "
+                        "remove `chunk_by` to walk the primary key.",
+                        obj=backfill_cls,
+                        id="backfills.E007",
+                    )
+                )
         if walkable and issubclass(backfill_cls, RowBackfill) and backfill_cls.read_fields:
             try:
                 backfill_cls.row_attnames(

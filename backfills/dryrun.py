@@ -11,7 +11,7 @@ from django.db import connections, models, transaction
 
 from . import conf
 from .base import Backfill
-from .chunking import count_range, find_horizon, next_window, pk_target
+from .chunking import count_range, find_horizon, next_window
 from .db import vendor_for
 from .engine.runner import check_requirements
 from .parameters import parse_parameters
@@ -70,20 +70,20 @@ def dry_run(
     backfill = backfill_cls(using=using, reverse=reverse, params=values)
     backfill.params = SimpleNamespace(**values)
     model = backfill_cls.get_model()
-    key = pk_target(backfill_cls.get_pk_field())
-    cursor = None if cursor is None else key.to_python(cursor)
+    key = backfill_cls.get_key()
+    cursor = None if cursor is None else key.load(cursor)
     report = DryRunReport(name=backfill_cls.name or "", cursor=cursor)
     columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
     connection = connections[using]
     try:
         with transaction.atomic(using=using):
-            horizon = find_horizon(model, using) if horizon is None else key.to_python(horizon)
-            report.rows_total = count_range(model, using, cursor, horizon)
+            horizon = find_horizon(key, using) if horizon is None else key.load(horizon)
+            report.rows_total = count_range(key, using, cursor, horizon)
             for _ in range(chunks):
-                window = next_window(model, using, cursor, horizon, batch_size)
+                window = next_window(key, using, cursor, horizon, batch_size)
                 if window is None:
                     break
-                queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
+                queryset = window.ordered(backfill.chunk_queryset())
                 if not report.explain:
                     report.explain = _explain(queryset)
                 picked = list(queryset.values_list("pk", flat=True)[:sample])

@@ -12,6 +12,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models
 
 from .base import Backfill, PreparedChunk
+from .chunking import primary_key
 from .db.base import column as db_column
 from .exceptions import BackfillConfigurationError
 from .writers import build_writes, execute_writes
@@ -27,10 +28,12 @@ def row_type(model: type[models.Model], attnames: Sequence[str]) -> type:
     by identity (model instances compare by primary key)."""
     key = (model, tuple(attnames))
     if key not in _ROW_TYPES:
+        # A composite primary key's value is the tuple of its columns (the first attnames).
+        parts = len(primary_key(model).fields)
         made = dataclasses.make_dataclass(
             f"{model.__name__}Row",
             [(name, Any) for name in attnames],
-            namespace={"pk": property(attrgetter(attnames[0]))},
+            namespace={"pk": property(attrgetter(*attnames[:parts]))},
             slots=True,
             eq=False,
         )
@@ -94,8 +97,8 @@ class RowBackfill(Backfill):
         read and *written* columns. Raises BackfillConfigurationError for a name that is
         not a concrete column of the model."""
         model = cls.get_model()
-        pk = cls.get_pk_field()
-        names = [pk.attname]
+        cls.get_pk_field()
+        names = [f.attname for f in primary_key(model).fields]
         for name in [*cls.read_fields, *written]:
             if name == "pk":
                 continue
@@ -236,16 +239,20 @@ class _WindowCondition:
     def __format__(self, alias: str) -> str:
         connection = connections[self.backfill.using]
         model = self.backfill.model_class
-        pk = model._meta.pk
-        assert pk is not None and self.backfill.window is not None
-        q = connection.ops.quote_name
-        column = f"{alias or q(model._meta.db_table)}.{q(db_column(pk))}"
         window = self.backfill.window
-        self.params["window_upper"] = pk.get_db_prep_value(window.upper, connection)
-        if window.lower is None:
-            return f"{column} <= %(window_upper)s"
-        self.params["window_lower"] = pk.get_db_prep_value(window.lower, connection)
-        return f"({column} > %(window_lower)s AND {column} <= %(window_upper)s)"
+        assert window is not None
+        key = window.key or primary_key(model)
+        q = connection.ops.quote_name
+        table = alias or q(model._meta.db_table)
+        columns = [f"{table}.{q(db_column(f))}" for f in key.fields]
+        names = iter(range(1_000))
+
+        def mark(value: Any) -> str:
+            name = f"window_{next(names)}"
+            self.params[name] = value
+            return f"%({name})s"
+
+        return key.window_sql(connection, columns, window.lower, window.upper, mark)
 
 
 class SQLBackfill(Backfill):

@@ -74,7 +74,7 @@ class Prefetcher:
         self.max_age = max_age
         #: Called on the worker's connection inside each read's transaction (chunk timeouts).
         self.prepare_connection = prepare_connection
-        self.model = type(backfill).get_model()
+        self.key = type(backfill).get_key()
         self._jobs: queue.SimpleQueue[tuple[Any, Any, int, Future[Prefetched]] | None] = (
             queue.SimpleQueue()
         )
@@ -145,14 +145,14 @@ class Prefetcher:
     def _prepare(self, cursor: Any, horizon: Any, size: int) -> Prefetched:
         with transaction.atomic(using=self.using):
             self.prepare_connection(connections[self.using])
-            window = next_window(self.model, self.using, cursor, horizon, size)
+            window = next_window(self.key, self.using, cursor, horizon, size)
             if window is None:
                 return None, None, time.monotonic()
             # A shallow copy, so that `window` is this chunk's while the runner's backfill
             # holds the chunk being written; everything else (params, caches) is shared.
             backfill = copy.copy(self.backfill)
             backfill.window = window
-            queryset = window.filter(backfill.chunk_queryset()).order_by("pk")
+            queryset = window.ordered(backfill.chunk_queryset())
             prepared = backfill.prepare_window(queryset)
         return window, prepared, time.monotonic()
 

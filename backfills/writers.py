@@ -27,6 +27,7 @@ from django.db import connections, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models.fields import AutoFieldMixin, Field
 
+from .chunking import primary_key
 from .db import vendor_for
 from .db.base import Statement
 from .db.base import column as db_column
@@ -96,35 +97,36 @@ def build_writes(
         ):
             raise ValueError(f"{meta.label}.{field.name} cannot be written by write_rows().")
         written.append(field)
-    pk = meta.pk
-    assert pk is not None
     vendor = vendor_for(connection)
     if not vendor.writes_in_one_statement:
         return None
     if not rows:
         return []
-    per_statement = vendor.rows_per_update(connection, len(written) + 1, len(rows))
-    prepare_pk = save_preparer(pk, connection)
-    preparers = [(f.attname, save_preparer(f, connection)) for f in written]
-    column = vendor.update_pk_column(connection, meta.db_table, db_column(pk))
+    # Rows are matched on the primary key (all its columns); the window's key may be another.
+    keys = primary_key(model).fields
+    per_statement = vendor.rows_per_update(connection, len(written) + len(keys), len(rows))
+    preparers = [(f.attname, save_preparer(f, connection)) for f in (*keys, *written)]
+    bound: list[Any] = []
+    condition = ""
+    if window is not None:
+        walked = window.key or primary_key(model)
+        columns = [
+            vendor.update_pk_column(connection, meta.db_table, db_column(f)) for f in walked.fields
+        ]
+
+        def mark(value: Any) -> str:
+            bound.append(value)
+            return "%s"
+
+        condition = " AND " + walked.window_sql(
+            connection, columns, window.lower, window.upper, mark
+        )
     statements = []
     for start in range(0, len(rows), per_statement):
         batch = rows[start : start + per_statement]
-        values = [
-            [
-                prepare_pk(row.pk),
-                *(prepare(getattr(row, attname)) for attname, prepare in preparers),
-            ]
-            for row in batch
-        ]
-        sql, params = vendor.update_from_values(connection, meta.db_table, pk, written, values)
-        if window is not None:
-            sql += f" AND {column} <= %s"
-            params.append(pk.get_db_prep_value(window.upper, connection))
-            if window.lower is not None:
-                sql += f" AND {column} > %s"
-                params.append(pk.get_db_prep_value(window.lower, connection))
-        statements.append((sql, params))
+        values = [[prep(getattr(row, attname)) for attname, prep in preparers] for row in batch]
+        sql, params = vendor.update_from_values(connection, meta.db_table, keys, written, values)
+        statements.append((sql + condition, [*params, *bound]))
     return statements
 
 

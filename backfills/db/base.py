@@ -26,6 +26,9 @@ class Vendor:
     single_writer = False
     #: Whether ``update_from_values`` writes a chunk's rows in one statement.
     writes_in_one_statement = False
+    #: Whether a row value comparison ``(a, b) > (x, y)`` is planned as a range on an index
+    #: over ``(a, b)``; where not, keys of several columns are compared column by column.
+    plans_row_values = False
 
     def apply_chunk_timeouts(
         self, connection: BaseDatabaseWrapper, lock: float | None, statement: float | None
@@ -71,13 +74,13 @@ class Vendor:
         self,
         connection: BaseDatabaseWrapper,
         table: str,
-        pk: Field[Any, Any],
+        keys: Sequence[Field[Any, Any]],
         fields: Sequence[Field[Any, Any]],
         values: list[list[Any]],
     ) -> Statement:
-        """One ``UPDATE`` joining *table* to the rows *values* (``[pk, field values...]``),
-        setting *fields* (only where ``writes_in_one_statement``; elsewhere Django's
-        ``bulk_update`` writes)."""
+        """One ``UPDATE`` joining *table* to the rows *values* (``[key values..., field
+        values...]``) on the primary key's columns *keys*, setting *fields* (only where
+        ``writes_in_one_statement``; elsewhere Django's ``bulk_update`` writes)."""
         raise NotImplementedError(f"{type(self).__name__} has no one-statement update.")
 
     def rows_per_update(self, connection: BaseDatabaseWrapper, columns: int, rows: int) -> int:

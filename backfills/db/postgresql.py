@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class PostgreSQL(Vendor):
     supports_prefetch = True
     writes_in_one_statement = True
+    plans_row_values = True
 
     def apply_chunk_timeouts(
         self, connection: BaseDatabaseWrapper, lock: float | None, statement: float | None
@@ -95,20 +96,24 @@ class PostgreSQL(Vendor):
         self,
         connection: BaseDatabaseWrapper,
         table: str,
-        pk: Field[Any, Any],
+        keys: Sequence[Field[Any, Any]],
         fields: Sequence[Field[Any, Any]],
         values: list[list[Any]],
     ) -> Statement:
         # One array per column, unnested into rows: a short statement whatever the chunk size
         # (thousands of %s placeholders cost more to parse client-side than the UPDATE itself).
         q = connection.ops.quote_name
-        casts = [array_cast(f, connection) for f in (pk, *fields)]
+        casts = [array_cast(f, connection) for f in (*keys, *fields)]
         arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
-        names = ", ".join([q("pk"), *(q(column(f)) for f in fields)])
+        key_names = [q(f"pk{i}") for i in range(len(keys))]
+        names = ", ".join([*key_names, *(q(column(f)) for f in fields)])
         assignments = ", ".join(f"{q(column(f))} = v.{q(column(f))}" for f in fields)
+        matches = " AND ".join(
+            f"{q(table)}.{q(column(f))} = v.{name}" for f, name in zip(keys, key_names, strict=True)
+        )
         sql = (
             f"UPDATE {q(table)} SET {assignments} FROM unnest({arrays}) AS v({names}) "
-            f"WHERE {q(table)}.{q(column(pk))} = v.{q('pk')}"
+            f"WHERE {matches}"
         )
         return sql, [pg_array(list(column)) for column in zip(*values, strict=True)]
 

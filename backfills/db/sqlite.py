@@ -19,6 +19,7 @@ class SQLite(Vendor):
     needs_gap_between_chunks = True
     single_writer = True
     writes_in_one_statement = True
+    plans_row_values = True
 
     def gap_after_chunk(self, seconds: float, share: float) -> float:
         # SQLite has one write lock, and a writer waiting on its busy timeout polls only every
@@ -30,15 +31,21 @@ class SQLite(Vendor):
         self,
         connection: BaseDatabaseWrapper,
         table: str,
-        pk: Field[Any, Any],
+        keys: Sequence[Field[Any, Any]],
         fields: Sequence[Field[Any, Any]],
         values: list[list[Any]],
     ) -> Statement:
         q = connection.ops.quote_name
-        row = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
-        assignments = ", ".join(f"{q(column(f))} = v.column{i + 2}" for i, f in enumerate(fields))
+        row = "(" + ", ".join(["%s"] * (len(keys) + len(fields))) + ")"
+        first = len(keys) + 1
+        assignments = ", ".join(
+            f"{q(column(f))} = v.column{i + first}" for i, f in enumerate(fields)
+        )
+        matches = " AND ".join(
+            f"{q(table)}.{q(column(f))} = v.column{i + 1}" for i, f in enumerate(keys)
+        )
         sql = (
             f"UPDATE {q(table)} SET {assignments} FROM (VALUES {', '.join([row] * len(values))}) "
-            f"AS v WHERE {q(table)}.{q(column(pk))} = v.column1"
+            f"AS v WHERE {matches}"
         )
         return sql, [value for row_values in values for value in row_values]

@@ -69,10 +69,10 @@ class Opening:
         values = parse_parameters(self.name, self.backfill_cls.parameters, self.options.parameters)
         self.backfill.params = SimpleNamespace(**values)
         pre_check(self.backfill)
-        model = self.backfill_cls.get_model()
-        horizon = find_horizon(model, self.using)
+        key = self.backfill_cls.get_key()
+        horizon = find_horizon(key, self.using)
         total, exact = estimate_total(
-            model, self.using, horizon, self.options.exact_count, self.settings.estimate_above
+            key, self.using, horizon, self.options.exact_count, self.settings.estimate_above
         )
         run, created = self.ledger.create(
             BackfillRun(
@@ -81,7 +81,7 @@ class Opening:
                 active_key=active_key(self.name, reverse),
                 state=State.PENDING,
                 parameters=to_json(values),
-                horizon=None if horizon is None else str(horizon),
+                horizon=None if horizon is None else key.dump(horizon),
                 rows_total=total,
                 rows_total_exact=exact,
                 started_by=self.options.started_by[:255],

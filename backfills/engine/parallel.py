@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .. import conf
-from ..chunking import pk_target, plan_partitions
+from ..chunking import plan_partitions
 from ..db import vendor_for
 from ..exceptions import BackfillConfigurationError
 from ..models import BackfillRun
@@ -89,15 +89,14 @@ def start_parallel(
         how = "joined" if run.state == State.RUNNING else "resumed"
         partitions.resume(run, run_settings, max_workers=max_workers)
         return ParallelRun(run, how)
-    load = pk_target(backfill_cls.get_pk_field()).to_python
-    horizon = load(run.horizon) if run.horizon is not None else None
-    ranges = plan_partitions(
-        backfill_cls.get_model(),
-        using,
-        horizon,
-        workers * PARTITIONS_PER_WORKER,
-        run.rows_total or 0,
-    )
+    key = backfill_cls.get_key()
+    horizon = key.load(run.horizon)
+    ranges = [
+        (None if lower is None else key.dump(lower), key.dump(upper))
+        for lower, upper in plan_partitions(
+            key, using, horizon, workers * PARTITIONS_PER_WORKER, run.rows_total or 0
+        )
+    ]
     partitions.start(run, ranges, workers=workers, max_workers=max_workers, settings=run_settings)
     if not ranges:  # an empty table: nothing to walk, complete at once
         partitions.complete(run)

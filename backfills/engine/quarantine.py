@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ from django.db import connections, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ..chunking import pk_target
+from ..chunking import primary_key
 from ..exceptions import BackfillConfigurationError
 from ..models import BackfillRun, QuarantinedRow
 from ..parameters import from_json
@@ -76,9 +77,10 @@ def quarantine_row(run: BackfillRun, using: str, pk: Any, exc: BaseException) ->
     now = timezone.now()
     fields: dict[str, Any] = {**error_fields(exc), "updated_at": now}
     rows = QuarantinedRow.objects.using(using)
-    existing = rows.filter(name=run.name, row_pk=str(pk), resolved_at__isnull=True)
+    text = json.dumps([str(v) for v in pk]) if isinstance(pk, tuple) else str(pk)
+    existing = rows.filter(name=run.name, row_pk=text, resolved_at__isnull=True)
     if not existing.update(attempts=F("attempts") + 1, **fields):
-        rows.create(run=run, name=run.name, row_pk=str(pk), created_at=now, **fields)
+        rows.create(run=run, name=run.name, row_pk=text, created_at=now, **fields)
     logger.warning(
         "backfill %s quarantined pk=%s: %s: %s", run.label, pk, fields["error_class"], exc
     )
@@ -106,15 +108,15 @@ def retry_quarantined(
     )
     params = from_json(backfill_cls.parameters, latest.parameters if latest else {})
     backfill = backfill_cls(using=using, params=params)
-    pk_field = backfill_cls.get_pk_field()
-    target = pk_target(pk_field)
+    backfill_cls.get_pk_field()
+    pk_key = primary_key(backfill_cls.get_model())
     resolved: list[QuarantinedRow] = []
     failing: list[QuarantinedRow] = []
     pending = QuarantinedRow.objects.using(using).filter(
         name=backfill_cls.name, resolved_at__isnull=True
     )
     for row in pending:
-        queryset = backfill.chunk_queryset().filter(pk=target.to_python(row.row_pk))
+        queryset = backfill.chunk_queryset().filter(pk=pk_key.load(row.row_pk))
         try:
             with transaction.atomic(using=using):
                 apply_chunk_timeouts(connections[using], settings)

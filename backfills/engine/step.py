@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 
 from .. import profiles
-from ..chunking import Window, next_window, pk_target
+from ..chunking import Window, next_window
 from ..sizing import ChunkSizer
 from .guard import NOTHING, Blocking, BlockingGuard
 from .preconditions import apply_chunk_timeouts
@@ -69,7 +69,8 @@ class ChunkStep:
         self.on_retry = on_retry
         self.prefetcher = prefetcher
         self.model = type(backfill).get_model()
-        self.pk_field = type(backfill).get_pk_field()
+        #: The key the run walks (the primary key, or ``chunk_by``'s columns).
+        self.key = type(backfill).get_key()
         self.isolator = Isolator(backfill, lease.run) if type(backfill).quarantine else None
         #: Set when a stop was asked for: do not read another chunk ahead.
         self.stopping: Callable[[], bool] = lambda: False
@@ -95,7 +96,7 @@ class ChunkStep:
                 )
                 # Inside the retry loop: a dropped connection can surface here too.
                 window, prepared = taken or (
-                    next_window(self.model, self.using, cursor, horizon, size),
+                    next_window(self.key, self.using, cursor, horizon, size),
                     None,
                 )
                 if window is None:
@@ -146,9 +147,7 @@ class ChunkStep:
         )
         with watching, transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using], self.settings)
-            queryset: models.QuerySet[Any] = window.filter(self.backfill.chunk_queryset()).order_by(
-                "pk"
-            )
+            queryset: models.QuerySet[Any] = window.ordered(self.backfill.chunk_queryset())
             self.backfill.window = window
             if self.isolator is not None:
                 processed, failed = self.isolator.process(queryset, prepared)
@@ -195,6 +194,7 @@ class ChunkStep:
             self.load_pk(run.cursor),
             self.load_pk(row["cursor"]),
             row["rows_scanned"] - run.rows_scanned,
+            self.key,
         )
         processed = row["rows_processed"] - run.rows_processed
         failed = row["rows_failed"] - run.rows_failed
@@ -208,9 +208,9 @@ class ChunkStep:
         return StepResult(window, processed, failed, run.last_chunk_seconds or 0.0)
 
     def dump_pk(self, value: Any) -> str:
-        return str(value)
+        """A key value as the checkpoint stores it (``Key.dump``)."""
+        return self.key.dump(value)
 
     def load_pk(self, text: str | None) -> Any:
-        if text is None:
-            return None
-        return pk_target(self.pk_field).to_python(text)
+        """A stored checkpoint's key value (``Key.load``)."""
+        return self.key.load(text)

@@ -459,12 +459,9 @@ class _Walk:
             partition = lease.partition
             load = self.step.load_pk
             middle = split_point(
-                self.backfill_cls.get_model(),
-                lease.using,
-                load(partition.cursor),
-                load(partition.upper),
+                self.step.key, lease.using, load(partition.cursor), load(partition.upper)
             )
-            new = lease.split(middle)
+            new = lease.split(None if middle is None else self.step.dump_pk(middle))
             if new is not None:
                 self.worker.report(
                     f"split partition {partition.number} of run #{run.pk}: partition "
