@@ -304,7 +304,10 @@ class BackfillRun(RunFigures, models.Model):
         # The admin's actions, each behind its own permission (view is Django's own).
         permissions = [
             ("control_backfillrun", "Can pause, resume and cancel backfill runs"),
-            ("tune_backfillrun", "Can change a backfill run's batch size, chunk time and sleep"),
+            (
+                "tune_backfillrun",
+                "Can change a backfill run's batch size, chunk time, sleep, profile and max duty",
+            ),
             ("start_backfillrun", "Can start backfill runs"),
         ]
 

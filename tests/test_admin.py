@@ -58,9 +58,10 @@ def seed_posts(count: int = 40) -> None:
     Post.objects.bulk_create([Post(title=f"Post {i}", body="body " * 5) for i in range(count)])
 
 
-def open_parallel_run() -> BackfillRun:
+def open_parallel_run(seed: bool = True) -> BackfillRun:
     """A parallel run of the SEO backfill, running with nobody draining it yet."""
-    seed_posts()
+    if seed:
+        seed_posts()
     result = control.start(SEO, workers=1, enqueue=False, by="setup")
     return BackfillRun.objects.get(pk=result.run.pk)
 
@@ -74,14 +75,36 @@ def run_url(run: BackfillRun, action: str = "change") -> str:
 # -- who may see -------------------------------------------------------------------------------
 
 
+def to_login(response: Any) -> bool:
+    return response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
 def test_anonymous_users_are_sent_to_the_login_page() -> None:
     run = open_parallel_run()
     for url in ["/admin/backfills/", run_url(run), run_url(run, "live")]:
-        response = Client().get(url)
-        assert response.status_code == 302 and "/admin/login/" in response["Location"], url
-    response = Client().post(run_url(run, "pause"))
-    assert response.status_code == 302 and "/admin/login/" in response["Location"]
-    assert BackfillRun.objects.get(pk=run.pk).state == "running"
+        assert to_login(Client().get(url)), url
+    before = BackfillRun.objects.get(pk=run.pk)
+    # Every action, each with what would make it act had the user been allowed.
+    posts = {
+        run_url(run, "pause"): {},
+        run_url(run, "cancel"): {},
+        run_url(run, "settings"): {"batch_size": "5", "sleep": "2", "profile": "fast"},
+        run_url(run, "retry"): {},
+        reverse("admin:backfills_start", args=[COUNT]): {"workers": "1", "start": "1"},
+    }
+    for url, data in posts.items():
+        assert to_login(Client().post(url, data)), url
+    control.pause(SEO, by="setup")  # so that a resume would change it
+    assert to_login(Client().post(run_url(run, "resume"))), "resume"
+    after = BackfillRun.objects.get(pk=run.pk)
+    assert after.state == "paused"
+    assert (after.batch_size, after.sleep, after.profile) == (
+        before.batch_size,
+        before.sleep,
+        before.profile,
+    )
+    assert list(BackfillRun.objects.values_list("pk", flat=True)) == [run.pk]
+    assert set(BackfillAction.objects.values_list("by", flat=True)) == {"setup"}
 
 
 def test_the_overview_lists_every_backfill_with_its_latest_run() -> None:
@@ -129,6 +152,88 @@ def test_a_viewer_sees_the_run_but_no_controls_and_may_not_act() -> None:
     fresh = BackfillRun.objects.get(pk=run.pk)
     assert fresh.state == "running" and fresh.batch_size != 5
     assert not BackfillAction.objects.filter(by="viewer").exists()
+
+
+START_SEO = {"latency_ms": "0", "workers": "1", "start": "1"}
+CONTROLS = ["bf-pause", "bf-resume", "bf-cancel"]
+
+
+def test_control_without_tune_or_start_may_pause_resume_and_cancel_only() -> None:
+    seed_posts()
+    client = user("controller", "view_backfillrun", "control_backfillrun")
+    assert client.get(reverse("admin:backfills_start", args=[SEO])).status_code == 403
+    assert start(client, START_SEO).status_code == 403
+    assert not BackfillRun.objects.exists()
+    run = open_parallel_run(seed=False)
+    page = client.get(run_url(run)).content.decode()
+    assert 'id="bf-cancel"' in page
+    assert 'id="bf-settings"' not in page and "bf-start-link" not in page
+    settings = {"batch_size": "5", "sleep": "2", "profile": "fast", "max_duty": "0.5"}
+    assert client.post(run_url(run, "settings"), settings).status_code == 403
+    assert client.post(run_url(run, "retry")).status_code == 403
+    fresh = BackfillRun.objects.get(pk=run.pk)
+    assert (fresh.batch_size, fresh.sleep, fresh.profile, fresh.max_duty) == (
+        run.batch_size,
+        run.sleep,
+        run.profile,
+        run.max_duty,
+    )
+    assert client.post(run_url(run, "pause")).status_code == 302
+    assert BackfillRun.objects.get(pk=run.pk).state == "paused"
+    assert client.post(run_url(run, "resume")).status_code == 302
+    assert BackfillRun.objects.get(pk=run.pk).state == "running"
+    assert client.post(run_url(run, "cancel")).status_code == 302
+    assert BackfillRun.objects.get(pk=run.pk).state == "cancelled"
+    actions = BackfillAction.objects.filter(by="controller").order_by("id")
+    assert list(actions.values_list("action", flat=True)) == ["pause", "resume", "cancel"]
+
+
+def test_tune_without_control_or_start_may_change_settings_only() -> None:
+    seed_posts()
+    client = user("tuner", "view_backfillrun", "tune_backfillrun")
+    assert start(client, START_SEO).status_code == 403
+    assert not BackfillRun.objects.exists()
+    run = open_parallel_run(seed=False)
+    page = client.get(run_url(run)).content.decode()
+    assert 'id="bf-settings"' in page and "bf-start-link" not in page
+    for form in CONTROLS:
+        assert form not in page, form
+    assert client.get(run_url(run, "cancel")).status_code == 403  # the confirmation page
+    for action in ["pause", "cancel", "retry"]:
+        assert client.post(run_url(run, action)).status_code == 403, action
+    assert BackfillRun.objects.get(pk=run.pk).state == "running"
+    control.pause(SEO, by="setup")
+    assert client.post(run_url(run, "resume")).status_code == 403
+    assert BackfillRun.objects.get(pk=run.pk).state == "paused"
+    response = client.post(run_url(run, "settings"), {"batch_size": "5", "max_duty": "0.5"})
+    assert response.status_code == 302
+    fresh = BackfillRun.objects.get(pk=run.pk)
+    assert (fresh.batch_size, fresh.max_duty) == (5, 0.5)
+    actions = BackfillAction.objects.filter(by="tuner")
+    assert list(actions.values_list("action", flat=True)) == ["set"]
+
+
+def test_start_without_control_or_tune_may_start_only() -> None:
+    seed_posts()
+    client = user("starter", "view_backfillrun", "start_backfillrun")
+    assert client.get(reverse("admin:backfills_start", args=[SEO])).status_code == 200
+    assert start(client, START_SEO).status_code == 302
+    run = BackfillRun.objects.get(name=SEO)
+    assert run.state == "running" and run.started_by == "starter"
+    page = client.get(run_url(run)).content.decode()
+    assert 'id="bf-settings"' not in page
+    for form in CONTROLS:
+        assert form not in page, form
+    for action in ["pause", "cancel", "retry"]:
+        assert client.post(run_url(run, action)).status_code == 403, action
+    assert client.post(run_url(run, "settings"), {"batch_size": "5"}).status_code == 403
+    assert BackfillRun.objects.get(pk=run.pk).state == "running"
+    control.pause(SEO, by="setup")
+    assert client.post(run_url(run, "resume")).status_code == 403
+    fresh = BackfillRun.objects.get(pk=run.pk)
+    assert fresh.state == "paused" and fresh.batch_size != 5
+    actions = BackfillAction.objects.filter(by="starter")
+    assert list(actions.values_list("action", flat=True)) == ["start"]
 
 
 def test_staff_without_view_permission_see_nothing() -> None:
@@ -197,6 +302,35 @@ def test_settings_change_through_the_control_api() -> None:
     response = client.post(run_url(run, "settings"), {"batch_size": "-3"}, follow=True)
     assert "Settings not changed" in response.content.decode()
     assert BackfillRun.objects.get(pk=run.pk).batch_size == 250
+
+
+def test_clearing_the_batch_size_returns_the_run_to_adaptive_sizing() -> None:
+    run = open_parallel_run()
+    client = operator()
+    client.post(run_url(run, "settings"), {"batch_size": "250"})
+    fixed = BackfillRun.objects.get(pk=run.pk)
+    assert fixed.batch_size == 250
+    # The form as the page shows it, its batch size cleared and the rest left as prefilled.
+    form = client.get(run_url(run)).context["settings_form"]
+    data = {name: "" if form[name].value() is None else form[name].value() for name in form.fields}
+    assert data["batch_size"] == 250
+    data["batch_size"] = ""
+    page = client.post(run_url(run, "settings"), data, follow=True).content.decode()
+    assert "Nothing to change" not in page
+    fresh = BackfillRun.objects.get(pk=run.pk)
+    assert fresh.batch_size is None
+    assert (fresh.target_chunk_time, fresh.sleep, fresh.profile, fresh.max_duty) == (
+        fixed.target_chunk_time,
+        fixed.sleep,
+        fixed.profile,
+        fixed.max_duty,
+    )
+    action = BackfillAction.objects.filter(run=run, action="set").latest("id")
+    assert action.message.endswith("batch_size=adaptive (used when the run resumes).")
+    # Already adaptive: an empty batch size changes nothing, and nothing is recorded.
+    page = client.post(run_url(run, "settings"), data, follow=True).content.decode()
+    assert "Nothing to change" in page
+    assert BackfillAction.objects.filter(run=run, action="set").count() == 2
 
 
 def test_retry_quarantined_rows_from_the_run_page() -> None:

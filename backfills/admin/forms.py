@@ -158,9 +158,15 @@ class SettingsForm(forms.Form):
     def changes(self, current: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments for ``control.change_settings``: what was given and differs
         from *current* (``current(run)``), so the form's prefilled values do not override a
-        profile's; an empty batch size means adaptive sizing."""
-        return {
+        profile's. A batch size cleared on a run with a fixed one is ``batch_size=None``:
+        back to adaptive sizing."""
+        changes = {
             key: value
             for key, value in self.cleaned_data.items()
             if value is not None and value != "" and value != current.get(key)
         }
+        # Only an empty batch size means something (adaptive); an empty time, sleep, profile
+        # or duty leaves it as it is.
+        if self.cleaned_data.get("batch_size") is None and current.get("batch_size") is not None:
+            changes["batch_size"] = None
+        return changes
