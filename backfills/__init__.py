@@ -9,6 +9,8 @@ __all__ = [
     "RowBackfill",
     "UpdateBackfill",
     "SQLBackfill",
+    "InputBackfill",
+    "CSVBackfill",
     "Parameter",
     "register",
     "run_backfill",
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .base import Backfill
     from .control import backfill_state, cancel, change_settings, pause, resume, status
     from .engine.runner import Outcome, RunResult, run_backfill
+    from .inputs import CSVBackfill, InputBackfill
     from .kinds import RowBackfill, SQLBackfill, UpdateBackfill
     from .parameters import Parameter
     from .registry import register
@@ -45,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from . import kinds
 
         return getattr(kinds, name)
+    if name in {"InputBackfill", "CSVBackfill"}:
+        from . import inputs
+
+        return getattr(inputs, name)
     if name == "Parameter":
         from .parameters import Parameter
 

@@ -12,7 +12,7 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, models
 
-from .chunking import Key, pk_target, primary_key
+from .chunking import Key, TableWalk, Walk, pk_target, primary_key
 from .db.base import Statement
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
@@ -220,6 +220,16 @@ class Backfill:
                 "exactly these columns), or rows sharing a value could be skipped or repeated."
             )
         return Key(model, tuple(fields), origin="chunk_by")
+
+    @classmethod
+    def check_walkable(cls) -> None:
+        """Raise BackfillConfigurationError when the runner cannot walk this backfill's
+        input (its model's key, ``chunk_by``)."""
+        cls.get_key()
+
+    def get_walk(self) -> Walk:
+        """What a run of this backfill steps through: its table, in key order."""
+        return TableWalk(type(self).get_key(), self.using)
 
     @property
     def model_class(self) -> type[models.Model]:

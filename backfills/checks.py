@@ -17,10 +17,15 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     W002: ``prefetch = True`` on a backfill that cannot read ahead; E007: ``chunk_by`` names
     columns that are not a unique, non-null key."""
     from .base import Backfill
+    from .inputs import InputBackfill
     from .kinds import RowBackfill
 
     messages: list[checks.CheckMessage] = []
     for backfill_cls in registry:
+        if issubclass(backfill_cls, InputBackfill):
+            messages += _input_errors(backfill_cls)
+            messages += _pacing_errors(backfill_cls)
+            continue
         walkable = True
         try:
             backfill_cls.get_pk_field()
@@ -90,6 +95,43 @@ def check_backfills(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 )
             )
     return messages
+
+
+def _input_errors(backfill_cls: type[Any]) -> list[checks.CheckMessage]:
+    """backfills.E008: an input backfill without its hooks or (CSV) its columns."""
+    from .base import Backfill
+    from .inputs import CSVBackfill, InputBackfill
+
+    problems: list[str] = []
+    try:
+        backfill_cls.check_walkable()
+    except BackfillConfigurationError as exc:
+        problems.append(str(exc))
+    if issubclass(backfill_cls, CSVBackfill):
+        if backfill_cls.process_rows is CSVBackfill.process_rows:
+            problems.append(f"Backfill {backfill_cls.name} does not implement process_rows().")
+    else:
+        hooks = ["items_after", "cursor_of"]
+        missing = [h for h in hooks if getattr(backfill_cls, h) is getattr(InputBackfill, h)]
+        if (
+            backfill_cls.process_items is InputBackfill.process_items
+            and backfill_cls.process_chunk is Backfill.process_chunk
+        ):
+            missing.append("process_items")
+        if missing:
+            problems.append(
+                f"Backfill {backfill_cls.name} does not implement {', '.join(missing)}()."
+            )
+    return [
+        checks.Error(
+            problem,
+            hint="An InputBackfill implements items_after(cursor, limit), cursor_of(item) and "
+            "process_items(items); a CSVBackfill declares `columns` and process_rows(rows).",
+            obj=backfill_cls,
+            id="backfills.E008",
+        )
+        for problem in problems
+    ]
 
 
 @checks.register(checks.Tags.database)

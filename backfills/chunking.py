@@ -238,13 +238,16 @@ def as_key(walked: Walked) -> Key:
 
 @dataclass(frozen=True)
 class Window:
-    """One chunk's key range ``lower < key <= upper`` and how many rows it spans."""
+    """One chunk's key range ``lower < key <= upper`` and how many rows it spans (for an
+    input walk: the cursors before and after its items, and the items)."""
 
     lower: Any
     upper: Any
     size: int
     #: The key the window is on (None: the model's one-column primary key).
     key: Key | None = None
+    #: An input walk's items in this window (``ItemsWalk``); None for a table's rows.
+    items: list[Any] | None = None
 
     def filter(self, queryset: models.QuerySet[Any]) -> models.QuerySet[Any]:
         """Restrict *queryset* to this window."""
@@ -427,3 +430,63 @@ def split_point(walked: Walked, using: str, cursor: Any, upper: Any) -> Any:
         return None
     window = next_window(key, using, cursor, upper, remaining // 2)
     return None if window is None or window.upper == upper else window.upper
+
+
+# -- walks: what the runner steps through ----------------------------------------------------
+
+
+class Walk:
+    """What a run steps through, one window after another: a table in key order
+    (``TableWalk``) or the items of an input (``ItemsWalk``: a file, pages of an API...). The
+    runner stores the cursor and the horizon as this walk's text (``dump`` / ``load``)."""
+
+    #: Whether workers of a parallel run can split this walk into key ranges.
+    partitionable = False
+
+    def horizon(self) -> Any:
+        """Where the walk ends, fixed when a run starts (None: nothing to walk)."""
+        raise NotImplementedError
+
+    def total(self, horizon: Any, exact: bool, estimate_above: int) -> tuple[int, bool]:
+        """How many rows (items) the walk covers, and whether that is exact."""
+        raise NotImplementedError
+
+    def next_window(self, cursor: Any, horizon: Any, size: int) -> Window | None:
+        """The next window of at most *size* rows after *cursor*; None when done."""
+        raise NotImplementedError
+
+    def dump(self, value: Any) -> str:
+        raise NotImplementedError
+
+    def load(self, text: Any) -> Any:
+        raise NotImplementedError
+
+    def check_resume(self, stored_horizon: str | None) -> str | None:
+        """Why a run that started with *stored_horizon* cannot go on over this walk now (a
+        changed input file, say), or None."""
+        return None
+
+
+class TableWalk(Walk):
+    """A table walked by keyset windows on *key*."""
+
+    partitionable = True
+
+    def __init__(self, key: Key, using: str) -> None:
+        self.key = key
+        self.using = using
+
+    def horizon(self) -> Any:
+        return find_horizon(self.key, self.using)
+
+    def total(self, horizon: Any, exact: bool, estimate_above: int) -> tuple[int, bool]:
+        return estimate_total(self.key, self.using, horizon, exact, estimate_above)
+
+    def next_window(self, cursor: Any, horizon: Any, size: int) -> Window | None:
+        return next_window(self.key, self.using, cursor, horizon, size)
+
+    def dump(self, value: Any) -> str:
+        return self.key.dump(value)
+
+    def load(self, text: Any) -> Any:
+        return self.key.load(text)

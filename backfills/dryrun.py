@@ -11,7 +11,7 @@ from django.db import connections, models, transaction
 
 from . import conf
 from .base import Backfill
-from .chunking import count_range, find_horizon, next_window
+from .chunking import TableWalk, Walk, count_range, find_horizon, next_window
 from .db import vendor_for
 from .engine.runner import check_requirements
 from .parameters import parse_parameters
@@ -69,8 +69,11 @@ def dry_run(
     values = parse_parameters(backfill_cls.name or "", backfill_cls.parameters, parameters or {})
     backfill = backfill_cls(using=using, reverse=reverse, params=values)
     backfill.params = SimpleNamespace(**values)
+    walk = backfill.get_walk()
+    if not isinstance(walk, TableWalk):
+        return _dry_run_input(backfill, walk, using, chunks, batch_size, cursor)
     model = backfill_cls.get_model()
-    key = backfill_cls.get_key()
+    key = walk.key
     cursor = None if cursor is None else key.load(cursor)
     report = DryRunReport(name=backfill_cls.name or "", cursor=cursor)
     columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
@@ -105,6 +108,39 @@ def dry_run(
                     diff = {c: (old.get(c), new[c]) for c in columns if old.get(c) != new[c]}
                     if diff:
                         report.changes.append((pk, diff))
+                report.chunks += 1
+                report.rows_walked += window.size
+                cursor = window.upper
+            raise _Rollback
+    except _Rollback:
+        pass
+    return report
+
+
+def _dry_run_input(
+    backfill: Backfill, walk: Walk, using: str, chunks: int, batch_size: int, cursor: Any
+) -> DryRunReport:
+    """A dry run of an input walk: its first chunks processed, then rolled back (the changed
+    rows are not sampled: the writes can go anywhere)."""
+    cursor = walk.load(cursor)
+    report = DryRunReport(name=backfill.name or "", cursor=cursor)
+    horizon = walk.horizon()
+    report.rows_total = walk.total(horizon, True, 0)[0]
+    connection = connections[using]
+    try:
+        with transaction.atomic(using=using):
+            for _ in range(chunks):
+                window = walk.next_window(cursor, horizon, batch_size)
+                if window is None or window.items is None:
+                    break
+                started = time.perf_counter()
+                with transaction.atomic(using=using):
+                    vendor_for(connection).apply_chunk_timeouts(
+                        connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
+                    )
+                    backfill.window = window
+                    report.rows_processed += backfill.process_items(window.items)  # type: ignore[attr-defined]
+                report.seconds += time.perf_counter() - started
                 report.chunks += 1
                 report.rows_walked += window.size
                 cursor = window.upper

@@ -34,6 +34,10 @@ class ListCommand(Subcommand):
 
 
 def _model_label(backfill_cls: type[Backfill]) -> str:
+    from ..inputs import CSVBackfill, InputBackfill
+
+    if issubclass(backfill_cls, InputBackfill) and backfill_cls.model is None:
+        return "(CSV file)" if issubclass(backfill_cls, CSVBackfill) else "(input)"
     try:
         return backfill_cls.get_model()._meta.label
     except BackfillError as exc:

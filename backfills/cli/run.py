@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -58,6 +59,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_param_argument(parser)
     parser.add_argument(
+        "--input",
+        metavar="PATH",
+        help="The file an input backfill reads (a CSVBackfill): the same as --param input=PATH, "
+        "with the path made absolute. Not standard input: a resume reads the file again.",
+    )
+    parser.add_argument(
         "--exact-count",
         action="store_true",
         help="COUNT the rows to walk even on large tables (default: statistics there).",
@@ -91,6 +98,25 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from .worker import add_parallel_arguments
 
     add_parallel_arguments(parser)
+
+
+def input_parameter(
+    backfill_cls: type[Backfill], path: str | None, parameters: dict[str, str]
+) -> None:
+    """Put ``--input PATH`` into *parameters* as ``input``, refusing what cannot be read
+    again from a checkpoint."""
+    if path is None:
+        return
+    if "input" not in backfill_cls.parameters:
+        raise CommandError(f"Backfill {backfill_cls.name} reads no input file (--input).")
+    if path == "-":
+        raise CommandError(
+            "--input - (standard input) cannot be read again from a checkpoint; save it to a "
+            "file and pass its path."
+        )
+    if not os.path.isfile(path):
+        raise CommandError(f"--input {path}: no such file.")
+    parameters["input"] = os.path.abspath(path)
 
 
 class _RunVerb(Subcommand):
@@ -263,6 +289,7 @@ class RunCommand(_RunVerb):
     def handle(self, **options: Any) -> None:
         backfill_cls = registry.get(options["name"])
         parameters = given_parameters(backfill_cls, options["param"])
+        input_parameter(backfill_cls, options.get("input"), parameters)
         if options["dry_run"]:
             self.dry_run(backfill_cls, options, parameters)
             return
@@ -323,6 +350,7 @@ class ResumeCommand(_RunVerb):
     def handle(self, **options: Any) -> None:
         backfill_cls = registry.get(options["name"])
         parameters = given_parameters(backfill_cls, options["param"])
+        input_parameter(backfill_cls, options.get("input"), parameters)
         # Raises NoActiveRun (which says to use `run --restart`) when nothing is unfinished.
         withdrawn = control.withdraw_pause(
             backfill_cls, using=self.database, reverse=options["reverse"], by=who(), via="command"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ..chunking import estimate_total, find_horizon
 from ..exceptions import RunNotResumable
 from ..models import BackfillRun
 from ..parameters import from_json, parse_parameters, to_json
@@ -48,6 +47,9 @@ class Opening:
         )
         if live is not None and not self.options.restart:
             self.use_parameters(live)
+            problem = self.backfill.get_walk().check_resume(live.horizon)
+            if problem:
+                raise RunNotResumable(f"Run #{live.pk} of {live.label} cannot resume: {problem}.")
             return live, live.cursor is not None or live.chunks_done > 0
         if live is not None:
             # Never restart under a live owner: it would go on committing chunks of the run
@@ -69,11 +71,9 @@ class Opening:
         values = parse_parameters(self.name, self.backfill_cls.parameters, self.options.parameters)
         self.backfill.params = SimpleNamespace(**values)
         pre_check(self.backfill)
-        key = self.backfill_cls.get_key()
-        horizon = find_horizon(key, self.using)
-        total, exact = estimate_total(
-            key, self.using, horizon, self.options.exact_count, self.settings.estimate_above
-        )
+        walk = self.backfill.get_walk()
+        horizon = walk.horizon()
+        total, exact = walk.total(horizon, self.options.exact_count, self.settings.estimate_above)
         run, created = self.ledger.create(
             BackfillRun(
                 name=self.name,
@@ -81,7 +81,7 @@ class Opening:
                 active_key=active_key(self.name, reverse),
                 state=State.PENDING,
                 parameters=to_json(values),
-                horizon=None if horizon is None else key.dump(horizon),
+                horizon=None if horizon is None else walk.dump(horizon),
                 rows_total=total,
                 rows_total_exact=exact,
                 started_by=self.options.started_by[:255],

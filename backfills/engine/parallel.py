@@ -77,6 +77,11 @@ def start_parallel(
     if options.reverse and not backfill_cls.is_reversible():
         raise BackfillConfigurationError(f"Backfill {backfill_cls.name} defines no reverse.")
     backfill = backfill_cls(using=using, reverse=options.reverse)
+    if not backfill.get_walk().partitionable:
+        raise BackfillConfigurationError(
+            f"Backfill {backfill_cls.name} walks an input, which one process reads in order: "
+            "run it without --workers (and not through the task backend)."
+        )
     ledger = Ledger(using, settings.lease_seconds)
     partitions = Partitions(ledger)
     run, _ = Opening(backfill, ledger, options, settings).open_run()

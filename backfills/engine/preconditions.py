@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def check_requirements(backfill_cls: type[Backfill], using: str) -> None:
     """Refuse to run before the backfill's required migrations (and ours) are applied."""
-    backfill_cls.get_pk_field()  # raises for models we cannot walk
+    backfill_cls.check_walkable()  # raises for models (or inputs) we cannot walk
     recorder = MigrationRecorder(connections[using])
     if not recorder.has_table():
         raise MigrationNotApplied(

@@ -71,6 +71,27 @@ class Isolator:
         right = self._bisect(queryset, pks[middle:])
         return left[0] + right[0], left[1] + right[1]
 
+    def process_items(self, items: list[Any]) -> tuple[int, int]:
+        """(processed, quarantined) for an input walk's chunk, bisected like rows; a failing
+        item is recorded under ``describe_item`` (a CSV file's line number)."""
+        from ..inputs import InputBackfill
+
+        backfill = self.backfill
+        assert isinstance(backfill, InputBackfill)
+        try:
+            with transaction.atomic(using=self.using):
+                return backfill.process_items(items), 0
+        except Exception as exc:
+            if _not_quarantinable(exc):
+                raise
+            if len(items) == 1:
+                quarantine_row(self.run, self.using, backfill.describe_item(items[0]), exc)
+                return 0, 1
+        middle = len(items) // 2
+        left = self.process_items(items[:middle])
+        right = self.process_items(items[middle:])
+        return left[0] + right[0], left[1] + right[1]
+
 
 def quarantine_row(run: BackfillRun, using: str, pk: Any, exc: BaseException) -> None:
     """Record (or update) the failure of one row; called inside the chunk's transaction."""

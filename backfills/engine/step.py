@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 
 from .. import profiles
-from ..chunking import Window, next_window
+from ..chunking import Window
 from ..sizing import ChunkSizer
 from .guard import NOTHING, Blocking, BlockingGuard
 from .preconditions import apply_chunk_timeouts
@@ -68,9 +68,8 @@ class ChunkStep:
         self.policy = policy
         self.on_retry = on_retry
         self.prefetcher = prefetcher
-        self.model = type(backfill).get_model()
-        #: The key the run walks (the primary key, or ``chunk_by``'s columns).
-        self.key = type(backfill).get_key()
+        #: What the run walks: its table in key order, or an input's items.
+        self.walk = backfill.get_walk()
         self.isolator = Isolator(backfill, lease.run) if type(backfill).quarantine else None
         #: Set when a stop was asked for: do not read another chunk ahead.
         self.stopping: Callable[[], bool] = lambda: False
@@ -96,7 +95,7 @@ class ChunkStep:
                 )
                 # Inside the retry loop: a dropped connection can surface here too.
                 window, prepared = taken or (
-                    next_window(self.key, self.using, cursor, horizon, size),
+                    self.walk.next_window(cursor, horizon, size),
                     None,
                 )
                 if window is None:
@@ -147,14 +146,11 @@ class ChunkStep:
         )
         with watching, transaction.atomic(using=self.using):
             apply_chunk_timeouts(connections[self.using], self.settings)
-            queryset: models.QuerySet[Any] = window.ordered(self.backfill.chunk_queryset())
             self.backfill.window = window
-            if self.isolator is not None:
-                processed, failed = self.isolator.process(queryset, prepared)
-            elif prepared is not None:
-                processed, failed = self.backfill.write_prepared(prepared), 0
+            if window.items is not None:
+                processed, failed = self._items(window.items)
             else:
-                processed, failed = self.backfill.run_window(queryset), 0
+                processed, failed = self._rows(window, prepared)
             # The checkpoint records the time up to its own write.
             seconds = time.perf_counter() - started
             at = self.lease.checkpoint(window, cursor, processed, failed, seconds)
@@ -164,6 +160,26 @@ class ChunkStep:
             self._blocked(blocking)
         # Sizing and the display also count the commit, which is part of what a chunk costs.
         return StepResult(window, processed, failed, time.perf_counter() - started, blocking)
+
+    def _rows(self, window: Window, prepared: PreparedChunk | None) -> tuple[int, int]:
+        """(processed, quarantined) for a table walk's chunk: the window's rows, or the rows
+        *prepared* ahead."""
+        queryset: models.QuerySet[Any] = window.ordered(self.backfill.chunk_queryset())
+        if self.isolator is not None:
+            return self.isolator.process(queryset, prepared)
+        if prepared is not None:
+            return self.backfill.write_prepared(prepared), 0
+        return self.backfill.run_window(queryset), 0
+
+    def _items(self, items: list[Any]) -> tuple[int, int]:
+        """(processed, quarantined) for an input walk's chunk of *items*."""
+        from ..inputs import InputBackfill
+
+        backfill = self.backfill
+        assert isinstance(backfill, InputBackfill)
+        if self.isolator is not None:
+            return self.isolator.process_items(items)
+        return backfill.process_items(items), 0
 
     def settle(self, done: StepResult) -> int:
         """Size the next chunk after *done*: as the sizer says, halved when application
@@ -194,7 +210,7 @@ class ChunkStep:
             self.load_pk(run.cursor),
             self.load_pk(row["cursor"]),
             row["rows_scanned"] - run.rows_scanned,
-            self.key,
+            getattr(self.walk, "key", None),
         )
         processed = row["rows_processed"] - run.rows_processed
         failed = row["rows_failed"] - run.rows_failed
@@ -208,9 +224,9 @@ class ChunkStep:
         return StepResult(window, processed, failed, run.last_chunk_seconds or 0.0)
 
     def dump_pk(self, value: Any) -> str:
-        """A key value as the checkpoint stores it (``Key.dump``)."""
-        return self.key.dump(value)
+        """A cursor as the checkpoint stores it (``Walk.dump``)."""
+        return self.walk.dump(value)
 
     def load_pk(self, text: str | None) -> Any:
-        """A stored checkpoint's key value (``Key.load``)."""
-        return self.key.load(text)
+        """A stored checkpoint's cursor (``Walk.load``)."""
+        return self.walk.load(text)

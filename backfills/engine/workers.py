@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from .. import conf
-from ..chunking import split_point
+from ..chunking import TableWalk, split_point
 from ..db import vendor_for
 from ..display import format as fmt
 from ..exceptions import Abort, CheckFailed, LeaseLost
@@ -458,8 +458,10 @@ class _Walk:
         if control.split_requested:
             partition = lease.partition
             load = self.step.load_pk
+            walk = self.step.walk
+            assert isinstance(walk, TableWalk)  # only table walks are partitioned
             middle = split_point(
-                self.step.key, lease.using, load(partition.cursor), load(partition.upper)
+                walk.key, lease.using, load(partition.cursor), load(partition.upper)
             )
             new = lease.split(None if middle is None else self.step.dump_pk(middle))
             if new is not None:
