@@ -139,7 +139,7 @@ def _dry_run_input(
                         connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
                     )
                     backfill.window = window
-                    report.rows_processed += backfill.process_items(window.items)  # type: ignore[attr-defined]
+                    report.rows_processed += _items(backfill, window.items, report)
                 report.seconds += time.perf_counter() - started
                 report.chunks += 1
                 report.rows_walked += window.size
@@ -148,6 +148,24 @@ def _dry_run_input(
     except _Rollback:
         pass
     return report
+
+
+def _items(backfill: Backfill, items: list[Any], report: DryRunReport) -> int:
+    """Process a dry run's chunk of items; with ``quarantine`` the failing ones are listed in
+    the report's changes (as the run would quarantine them) and the others processed."""
+    from .inputs import InputBackfill
+
+    assert isinstance(backfill, InputBackfill)
+    if not type(backfill).quarantine:
+        return backfill.process_items(items)
+    processed = 0
+    for item in items:
+        try:
+            with transaction.atomic(using=backfill.using):
+                processed += backfill.process_items([item])
+        except Exception as exc:
+            report.changes.append((backfill.describe_item(item), {"quarantined": ("", str(exc))}))
+    return processed
 
 
 def _snapshot(

@@ -334,8 +334,9 @@ class RunCommand(_RunVerb):
             self.console.print(changes_table(self.console, report.changes))
         else:
             self.write("No sampled row changed.")
-        self.write("Chunk query plan:")
-        self.write(report.explain)
+        if report.explain:  # an input walk has no chunk query
+            self.write("Chunk query plan:")
+            self.write(report.explain)
 
 
 class ResumeCommand(_RunVerb):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 
 from django.utils import timezone
@@ -113,3 +114,20 @@ def error(exc: BaseException) -> str:
     """``OperationalError: database is locked`` (the message's first line)."""
     message = first_line(str(exc))
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def position(text: str | None) -> str:
+    """A stored cursor for people: ``pk 42``, ``key (acme, 42)``, ``line 17 (byte 512)``."""
+    if text is None:
+        return "the start"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return f"pk {text}"
+    if isinstance(value, list):
+        return "key (" + ", ".join(str(v) for v in value) + ")"
+    if isinstance(value, dict) and {"line", "offset"} <= set(value):
+        return f"line {value['line']} (byte {value['offset']:,})"
+    if isinstance(value, str):
+        return value
+    return f"pk {text}" if isinstance(value, int | float) else f"cursor {text}"

@@ -49,13 +49,13 @@ def start_message(event: RunStarted) -> str:
     total = fmt.total(run)
     if event.resumed:
         how = "Taking over" if event.took_over else "Resuming"
-        where = "" if run.cursor is None else f" (cursor pk {run.cursor})"
+        where = "" if run.cursor is None else f" (cursor {fmt.position(run.cursor)})"
         return (
             f"{how} run #{run.pk} of {run.label} from its checkpoint: {run.rows_scanned:,} of "
             f"{total} rows already done{where}, {fmt.count(run.chunks_done, 'chunk')}; "
             f"{fmt.sizing(run)}."
         )
-    horizon = "" if run.horizon is None else f" up to pk {run.horizon}"
+    horizon = "" if run.horizon is None else f" up to {fmt.position(run.horizon)}"
     return f"Started run #{run.pk} of {run.label}: {total} rows{horizon}; {fmt.sizing(run)}."
 
 
@@ -76,7 +76,11 @@ def end_message(event: Event) -> str | None:
         if run.parallel:
             where = "at its partitions' checkpoints"
         else:
-            where = "before its first chunk" if run.cursor is None else f"at cursor pk {run.cursor}"
+            where = (
+                "before its first chunk"
+                if run.cursor is None
+                else f"at cursor {fmt.position(run.cursor)}"
+            )
         return (
             f"Paused run #{run.pk} of {run.label} {where} ({done}): "
             f"{event.reason}. Run the same command again to resume."

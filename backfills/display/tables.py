@@ -3,6 +3,7 @@ that go with them. They render what they are given; none of them reads the datab
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -294,13 +295,22 @@ def errors_table(console: Console, name: str, rows: Sequence[QuarantinedRow]) ->
 # -- dry run --------------------------------------------------------------------------------
 
 
+def _text(cursor: Any) -> str:
+    """A dry run's starting cursor as a checkpoint stores it."""
+    if isinstance(cursor, tuple | list | dict):
+        return json.dumps(list(cursor) if isinstance(cursor, tuple) else cursor, default=str)
+    return str(cursor)
+
+
 def dry_run_lines(report: DryRunReport, reverse: bool, run_pk: int | None = None) -> list[str]:
     """The summary of a dry run: where it started, what it did, the projection. *run_pk* is
     the unfinished run whose checkpoint it started from, if any."""
     direction = " (reverse)" if reverse else ""
     if report.cursor is not None:
         of_run = "" if run_pk is None else f", the checkpoint of unfinished run #{run_pk}"
-        start = f"Started after pk {report.cursor}{of_run}, where resuming it would."
+        start = (
+            f"Started after {fmt.position(_text(report.cursor))}{of_run}, where resuming it would."
+        )
     else:
         start = "Started at the first row, as a new run would."
     return [
