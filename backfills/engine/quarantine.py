@@ -129,6 +129,14 @@ def retry_quarantined(
     )
     params = from_json(backfill_cls.parameters, latest.parameters if latest else {})
     backfill = backfill_cls(using=using, params=params)
+    from ..inputs import InputBackfill
+
+    if issubclass(backfill_cls, InputBackfill):
+        raise BackfillConfigurationError(
+            f"Backfill {backfill_cls.name} reads an input: its quarantined items (lines of a "
+            "file) cannot be read again one by one. Fix the input and run it again with "
+            "--restart, or apply those items by hand."
+        )
     backfill_cls.get_pk_field()
     pk_key = primary_key(backfill_cls.get_model())
     resolved: list[QuarantinedRow] = []
