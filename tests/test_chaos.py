@@ -10,6 +10,7 @@ The kill moments come from a seeded ``random.Random``: set CHAOS_SEED to replay 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import signal
@@ -17,18 +18,24 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from django.db import models
 
 from backfills.models import BackfillRun
 from tests.conftest import manage, wait_for, wait_until_killed_sessions_end
-from tests.testapp.models import Item
+from tests.testapp.models import Item, TenantItem, tenant_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NAME = "testapp.chaos_count_items"  # 50 rows a chunk, each chunk held open ~30 ms
 # The same with a row backfill reading each next chunk ahead on a second connection.
 PREFETCH = "testapp.prefetch_count_items"
+# Both on TenantItem: a composite primary key (tenant, number), the cursor stored as JSON.
+COMPOSITE = "testapp.chaos_count_tenant_items"
+COMPOSITE_PREFETCH = "testapp.prefetch_count_tenant_items"
 ROWS = 20_000
 BATCH = 50
 #: Kills that land after the process claimed the run and committed a chunk.
@@ -50,18 +57,45 @@ def working_or_ended(process: subprocess.Popen[str], chunks_before: int) -> bool
     return run is not None and run.owner_pid == process.pid and run.chunks_done > chunks_before
 
 
-def histogram() -> Counter[int]:
-    return Counter(Item.objects.values_list("counter", flat=True))
+@dataclass(frozen=True)
+class Table:
+    """The table a chaos run walks: how to fill it, and which rows a checkpoint covers."""
+
+    model: type[models.Model]
+
+    def seed(self) -> None:
+        if self.model is TenantItem:
+            rows: list[Any] = [TenantItem(tenant=t, number=n) for t, n in tenant_keys(ROWS)]
+        else:
+            rows = [Item() for _ in range(ROWS)]
+        self.model._base_manager.bulk_create(rows, batch_size=2000)
+
+    def key(self, cursor: str) -> Any:
+        """The checkpoint *cursor* as a ``pk`` value: rows compare with it as the database
+        orders the key (for the composite key, with Django's own tuple comparison)."""
+        return tuple(json.loads(cursor)) if self.model is TenantItem else int(cursor)
+
+    def histogram(self) -> Counter[int]:
+        return Counter(self.model._base_manager.values_list("counter", flat=True))
 
 
-def assert_data_matches_checkpoint(run: BackfillRun) -> None:
+TABLES = {
+    NAME: Table(Item),
+    PREFETCH: Table(Item),
+    COMPOSITE: Table(TenantItem),
+    COMPOSITE_PREFETCH: Table(TenantItem),
+}
+
+
+def assert_data_matches_checkpoint(table: Table, run: BackfillRun) -> None:
     """What the run row says is committed is exactly what the table holds."""
     assert run.rows_scanned == run.rows_processed == run.chunks_done * BATCH
-    assert histogram() == +Counter({1: run.rows_processed, 0: ROWS - run.rows_processed})
+    assert table.histogram() == +Counter({1: run.rows_processed, 0: ROWS - run.rows_processed})
     if run.cursor is not None:
-        cursor = int(run.cursor)
-        assert not Item.objects.filter(pk__lte=cursor).exclude(counter=1).exists()
-        assert not Item.objects.filter(pk__gt=cursor).exclude(counter=0).exists()
+        rows, cursor = table.model._base_manager, table.key(run.cursor)
+        assert rows.filter(pk__lte=cursor).count() == run.rows_processed
+        assert not rows.filter(pk__lte=cursor).exclude(counter=1).exists()
+        assert not rows.filter(pk__gt=cursor).exclude(counter=0).exists()
 
 
 def expected_start(previous: BackfillRun | None, sig: signal.Signals) -> str:
@@ -75,15 +109,29 @@ def expected_start(previous: BackfillRun | None, sig: signal.Signals) -> str:
 
 @pytest.mark.parametrize(
     "name, sig",
-    [(NAME, signal.SIGKILL), (NAME, signal.SIGTERM), (PREFETCH, signal.SIGKILL)],
-    ids=["SIGKILL", "SIGTERM", "prefetch-SIGKILL"],
+    [
+        (NAME, signal.SIGKILL),
+        (NAME, signal.SIGTERM),
+        (PREFETCH, signal.SIGKILL),
+        (COMPOSITE, signal.SIGKILL),
+        (COMPOSITE_PREFETCH, signal.SIGKILL),
+    ],
+    ids=[
+        "SIGKILL",
+        "SIGTERM",
+        "prefetch-SIGKILL",
+        # SIGTERM's path (finish the chunk, pause) does not depend on the key.
+        "composite-SIGKILL",
+        "composite-prefetch-SIGKILL",
+    ],
 )
 def test_killed_at_random_moments_every_row_is_counted_exactly_once(
     name: str, sig: signal.Signals, spawn: Callable[[list[str]], subprocess.Popen[str]]
 ) -> None:
     seed = SEED + int(sig)
     rng = random.Random(seed)
-    Item.objects.bulk_create([Item() for _ in range(ROWS)], batch_size=2000)
+    table = TABLES[name]
+    table.seed()
     started = time.monotonic()
     mid_run_kills = early_kills = late_commits = 0
     kill_points: list[int] = []  # chunks committed when each kill landed
@@ -143,7 +191,7 @@ def test_killed_at_random_moments_every_row_is_counted_exactly_once(
         else:
             early_kills += 1
         assert run.chunks_done < ROWS // BATCH, "the kills came too late to land mid-run"
-        assert_data_matches_checkpoint(run)
+        assert_data_matches_checkpoint(table, run)
 
     before = latest_run()
     code, out, err = manage(
@@ -160,7 +208,7 @@ def test_killed_at_random_moments_every_row_is_counted_exactly_once(
     assert (run.state, run.rows_scanned, run.rows_processed) == ("completed", ROWS, ROWS)
     assert run.owner_token is None and run.active_key is None
     assert BackfillRun.objects.count() == 1
-    final = histogram()
+    final = table.histogram()
     kills = mid_run_kills + early_kills
     print(
         f"\nchaos {name} {sig.name} seed={seed}: {kills} kills ({mid_run_kills} mid-run, "

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
+from django.utils.text import slugify
 
 from backfills import Outcome, run_backfill
-from blog.models import Category, Post, Tag
+from blog.models import Category, Post, PostTranslation, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,6 +188,7 @@ def test_every_example_backfill_on_messy_seeded_data() -> None:
         "blog.build_post_metadata",
         "blog.assign_default_category_and_tag",
         "blog.fill_word_counts",
+        "blog.fill_translation_slugs",
     ):
         assert run_backfill(name).outcome is Outcome.COMPLETED, name
     assert not Post.objects.filter(title__startswith="[").exists()
@@ -194,6 +196,7 @@ def test_every_example_backfill_on_messy_seeded_data() -> None:
     assert not Post.objects.filter(category__isnull=True).exists()
     assert not Post.objects.filter(slug__isnull=True).exists()
     assert not Post.objects.filter(word_count__isnull=True).exists()
+    assert not PostTranslation.objects.filter(slug__isnull=True).exists()
     keys = list(Post.objects.values_list("title", "author_id"))
     assert len(keys) == len(set(keys)) < 2000
 
@@ -287,3 +290,34 @@ def test_seo_descriptions_come_from_the_service_with_its_latency() -> None:
         "Empty body",
         "Long: " + " ".join(f"w{n}" for n in range(20)),
     ]
+
+
+def test_translation_slugs_walk_the_composite_key() -> None:
+    import json
+
+    call_command("seed_posts", count=400, translations=0.5, verbosity=0)
+    cafe = make_post("Café")
+    PostTranslation.objects.bulk_create(
+        [
+            PostTranslation(post=cafe, language="fr", title="Café au lait: l'été à Paris"),
+            PostTranslation(post=cafe, language="ja", title="!!!"),
+            PostTranslation(post=cafe, language="de", title="Schon da", slug="kept"),
+        ]
+    )
+    total = PostTranslation.objects.count()
+    assert total > 200
+
+    result = run_backfill("blog.fill_translation_slugs", batch_size=7)
+
+    assert result.outcome is Outcome.COMPLETED
+    assert (result.run.rows_scanned, result.run.rows_processed) == (total, total - 1)
+    assert dict(cafe.translations.values_list("language", "slug")) == {
+        "fr": "cafe-au-lait-lete-a-paris",
+        "ja": "post",
+        "de": "kept",
+    }
+    for title, slug in PostTranslation.objects.exclude(post=cafe).values_list("title", "slug"):
+        assert slug == slugify(title), title
+    # The checkpoint is the last (post, language) walked, as JSON.
+    last = PostTranslation.objects.order_by("post", "language").values_list("post", "language")
+    assert json.loads(result.run.cursor) == list(last.last())

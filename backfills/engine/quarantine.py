@@ -10,7 +10,7 @@ from django.db import connections, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ..chunking import primary_key
+from ..chunking import Key, primary_key
 from ..exceptions import BackfillConfigurationError
 from ..models import BackfillRun, QuarantinedRow
 from ..parameters import from_json
@@ -35,10 +35,12 @@ class Isolator:
     isolated. The rows that succeed commit with the checkpoint, together with the records of
     the failing ones."""
 
-    def __init__(self, backfill: Backfill, run: BackfillRun) -> None:
+    def __init__(self, backfill: Backfill, run: BackfillRun, key: Key | None = None) -> None:
         self.backfill = backfill
         self.run = run
         self.using = backfill.using
+        #: The walk's key, to bisect by key ranges where ``pk__in`` would not do (below).
+        self.key = key
 
     def process(
         self, queryset: QuerySet[Any], prepared: PreparedChunk | None = None
@@ -53,8 +55,35 @@ class Isolator:
         except Exception as exc:
             if _not_quarantinable(exc):
                 raise
+        if self.key is not None and not primary_key(self.key.model).single:
+            # A composite primary key: Django writes pk__in as one OR per row on SQLite, which
+            # fails past about a thousand rows ("Expression tree is too large": halving would
+            # get there, after failed attempts); a key range is one condition at any size.
+            return self._bisect_range(queryset, list(self.key.values(queryset)), None)
         pks = list(queryset.values_list("pk", flat=True))
         return self._bisect(queryset, pks)
+
+    def _bisect_range(
+        self, queryset: QuerySet[Any], keys: list[Any], lower: Any
+    ) -> tuple[int, int]:
+        """Like ``_bisect``, on the rows whose walk key is in ``(lower, keys[-1]]``."""
+        assert self.key is not None
+        part = queryset if lower is None else self.key.after(queryset, lower, self.using)
+        part = self.key.upto(part, keys[-1], self.using)
+        try:
+            with transaction.atomic(using=self.using):
+                return self.backfill.run_window(part), 0
+        except Exception as exc:
+            if _not_quarantinable(exc):
+                raise
+            if len(keys) == 1:
+                pk = keys[0] if self.key.is_pk else primary_key(self.key.model).of(part.get())
+                quarantine_row(self.run, self.using, pk, exc)
+                return 0, 1
+        middle = len(keys) // 2
+        left = self._bisect_range(queryset, keys[:middle], lower)
+        right = self._bisect_range(queryset, keys[middle:], keys[middle - 1])
+        return left[0] + right[0], left[1] + right[1]
 
     def _bisect(self, queryset: QuerySet[Any], pks: list[Any]) -> tuple[int, int]:
         try:

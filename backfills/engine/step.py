@@ -70,7 +70,11 @@ class ChunkStep:
         self.prefetcher = prefetcher
         #: What the run walks: its table in key order, or an input's items.
         self.walk = backfill.get_walk()
-        self.isolator = Isolator(backfill, lease.run) if type(backfill).quarantine else None
+        self.isolator = (
+            Isolator(backfill, lease.run, getattr(self.walk, "key", None))
+            if type(backfill).quarantine
+            else None
+        )
         #: Set when a stop was asked for: do not read another chunk ahead.
         self.stopping: Callable[[], bool] = lambda: False
 

@@ -19,8 +19,8 @@ from backfills import (
     register,
 )
 
-from .models import Category, Post, Tag
-from .slugs import unique_slugs
+from .models import Category, Post, PostTranslation, Tag
+from .slugs import base_slug, unique_slugs
 
 VALID_STATUSES = [status.value for status in Post.Status]
 CATEGORY_PREFIX = re.compile(r"^\s*\[([^\]]+)\]\s*(.*)$", re.DOTALL)
@@ -242,3 +242,25 @@ class RefreshSeoDescriptions(RowBackfill):
 
     def transform(self, row: Any) -> None:
         row.seo_description = describe(row.title, row.body, self.params.latency_ms)
+
+
+@register
+class FillTranslationSlugs(RowBackfill):
+    """Fill each translation's slug from its title ("Café au lait" -> "cafe-au-lait").
+
+    PostTranslation's primary key is ``(post, language)``: the walk goes through the
+    translations in that order, and the checkpoint holds both columns."""
+
+    model = "blog.PostTranslation"
+    requires = [("blog", "0004_post_translations")]
+    fields = ["slug"]
+    read_fields = ["title"]
+
+    def get_queryset(self) -> QuerySet[PostTranslation]:
+        return PostTranslation.objects.filter(slug__isnull=True)
+
+    def transform(self, row: Any) -> None:
+        row.slug = base_slug(row.title)
+
+
+from .inputs import *  # noqa: E402,F403  (registers the CSV backfill)

@@ -59,3 +59,18 @@ class Post(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class PostTranslation(models.Model):
+    """A post in another language, keyed by (post, language): a composite primary key.
+
+    Translations arrive from translators without slugs; fill_translation_slugs fills them."""
+
+    pk = models.CompositePrimaryKey("post", "language")
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="translations")
+    language = models.CharField(max_length=8)
+    title = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=255, null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.language})"

@@ -1,4 +1,5 @@
-"""``manage.py seed_posts --count N``: generate posts fast, with bulk inserts."""
+"""``manage.py seed_posts --count N``: generate posts (and some translations) fast, with bulk
+inserts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
-from blog.models import Post
+from blog.models import Post, PostTranslation
 
 WORDS = [
     "async",
@@ -88,12 +89,17 @@ COMMON = [
     "!!!",
 ]
 BATCH = 5000
+# Translations' languages: their primary key is (post, language).
+LANGUAGES = ["de", "fr", "es", "pt-BR", "ja", "zh-Hant"]
 # Written as people do: the same category in several spellings.
 CATEGORIES = ["News", "news", "Release Notes", "release notes", "Tutorials", "Opinion"]
 
 
 class Command(BaseCommand):
-    help = "Insert N blog posts with bulk inserts (titles with some duplicates, no slugs)."
+    help = (
+        "Insert N blog posts with bulk inserts (titles with some duplicates, no slugs), and "
+        "translations of some of them (no slugs either)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--count", type=int, default=10_000, help="Posts to insert.")
@@ -113,17 +119,25 @@ class Command(BaseCommand):
             '"[Category] " title prefixes, padded titles, unknown statuses, future dates, '
             "exact duplicates.",
         )
+        parser.add_argument(
+            "--translations",
+            type=float,
+            default=0.1,
+            help="Share of posts (0-1) translated into one to three languages.",
+        )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         count, using = options["count"], options["database"]
         if count < 0:
             raise CommandError("--count must be >= 0.")
-        for share in ("duplicates", "messy"):
+        for share in ("duplicates", "messy", "translations"):
             if not 0 <= options[share] <= 1:
                 raise CommandError(f"--{share} must be between 0 and 1.")
         messy = options["messy"]
         rng = random.Random(options["seed"])
+        # A generator of their own, so the posts stay what they were before translations.
+        translating = random.Random(options["seed"] + 1)
         started = time.perf_counter()
         authors = self._authors(options["authors"], using)
         now = timezone.now()
@@ -131,7 +145,7 @@ class Command(BaseCommand):
         common = COMMON + [
             " ".join(rng.choice(WORDS) for _ in range(3)).capitalize() for _ in range(500)
         ]
-        made = 0
+        made = translated = 0
         while made < count:
             batch = []
             for _ in range(min(BATCH, count - made)):
@@ -155,11 +169,31 @@ class Command(BaseCommand):
                 batch.append(post)
             with transaction.atomic(using=using):
                 Post.objects.using(using).bulk_create(batch)
+                translated += self._translate(batch, translating, options["translations"], using)
             made += len(batch)
             if options["verbosity"] >= 2:
                 self.stdout.write(f"{made:,}/{count:,}")
         elapsed = time.perf_counter() - started
-        self.stdout.write(f"Inserted {made:,} posts in {elapsed:.1f}s.")
+        self.stdout.write(
+            f"Inserted {made:,} posts and {translated:,} translations in {elapsed:.1f}s."
+        )
+
+    def _translate(self, batch: list[Post], rng: random.Random, share: float, using: str) -> int:
+        """Translate about *share* of the just inserted *batch*; return how many rows."""
+        if not share or not batch:
+            return 0
+        if batch[0].pk is None:  # MySQL returns no ids from a bulk insert: the newest are ours
+            newest = Post.objects.using(using).order_by("-pk").values_list("pk", flat=True)
+            for post, pk in zip(batch, list(newest[: len(batch)])[::-1], strict=True):
+                post.pk = pk
+        translations = [
+            PostTranslation(post=post, language=language, title=f"{post.title} ({language})")
+            for post in batch
+            if rng.random() < share
+            for language in rng.sample(LANGUAGES, rng.randint(1, 3))
+        ]
+        PostTranslation.objects.using(using).bulk_create(translations)
+        return len(translations)
 
     def _make_messy(
         self, post: Post, batch: list[Post], rng: random.Random, share: float, now: Any
