@@ -286,6 +286,42 @@ def test_one_worker_walks_a_parallel_run_on_a_composite_key() -> None:
     assert run.state == "completed" and run.rows_scanned == ROWS
 
 
+@pytest.mark.skipif(
+    connection.vendor == "sqlite", reason="SQLite has one writer: parallel runs need 1 worker"
+)
+def test_two_worker_processes_share_a_composite_key_run_and_split_it() -> None:
+    from tests.conftest import manage
+
+    needing = seed_tenant_items()
+    code, out, err = manage(
+        ["backfill", "run", "testapp.count_tenant_items", "--workers", "2"], project="tests"
+    )
+
+    assert code == 0, err
+    run = BackfillRun.objects.get()
+    assert (run.state, run.rows_scanned, run.workers) == ("completed", ROWS, 2)
+    owners = set(BackfillPartition.objects.filter(run=run).values_list("owner_pid", flat=True))
+    assert len(owners) == 2
+    assert Counter(TenantItem.objects.values_list("needs_work", "counter")) == {
+        (True, 1): needing,
+        (False, 0): ROWS - needing,
+    }
+
+
+def test_a_composite_key_range_splits_at_a_key_inside_it() -> None:
+    from backfills.chunking import count_range, plan_partitions, split_point
+
+    seed_tenant_items()
+    key = primary_key(TenantItem)
+    last = in_key_order(TenantItem, TENANT_KEY)[-1][0]
+    ranges = plan_partitions(key, USING, last, 4, ROWS)
+    assert [count_range(key, USING, lower, upper) for lower, upper in ranges] == [500] * 4
+    lower, upper = ranges[1]
+    middle = split_point(key, USING, lower, upper)
+    assert count_range(key, USING, lower, middle) == 250
+    assert count_range(key, USING, middle, upper) == 250
+
+
 # -- chunk_by: another unique key --------------------------------------------------------------
 
 
