@@ -211,7 +211,13 @@ class CSVBackfill(InputBackfill):
             quotes += raw.count(b'"')
             if quotes % 2:
                 continue  # inside a quoted value: the record goes on
-            text = buffer.decode(self.encoding)
+            try:
+                text = buffer.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                raise BackfillConfigurationError(
+                    f"{self.path}: line {start} is not {self.encoding} text ({exc.reason}); set "
+                    "`encoding` on the backfill."
+                ) from None
             if start == 1:
                 text = text.removeprefix("\ufeff")
             if text.strip("\r\n"):

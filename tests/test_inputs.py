@@ -160,6 +160,10 @@ def test_input_errors_are_clear(tmp: Path, run_command: Callable[..., tuple[str,
     headless.write_text("pk,note\n1,gold\n", encoding="utf-8")
     with pytest.raises(CommandError, match="the header has no column id"):
         run_command("run", COUNT, "--input", str(headless))
+    latin = tmp / "latin.csv"
+    latin.write_bytes(b"id\n1\n2\n" + "3,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CommandError, match="line 4 is not utf-8 text"):
+        run_command("run", COUNT, "--input", str(latin))
     assert not BackfillRun.objects.filter(rows_processed__gt=0).exists()
     # A run without its file, and parallel workers over a file, are refused too.
     code, out, err = manage(["backfill", "run", COUNT], project="tests")
