@@ -13,6 +13,13 @@ about. The machine is shared and noisy: read ratios, not absolute times.
     make bench BENCH_ARGS="--parallel --rows 20000"   # parallel runs: bench/parallel.py
     bench/run.py --online-only --rows 100000          # the online-impact targets (issue 15)
     bench/run.py --online-only --online-scenarios classic   # the earlier online diagnoses
+    bench/run.py --only ours-set-single ours-set-composite ours-records-single \
+        ours-records-composite --no-online                # the composite-key walks (issue 16)
+
+The composite-key walks go through the example project's PostTranslation, keyed by
+(post, language), a table of as many rows as Post's (bench/composite.py says how it is
+seeded), with the same backfills as the single-column walks of Post they are paired with;
+each pair walks --composite-rows rows of its table.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import django  # noqa: E402
 
 django.setup()
 
+import composite  # noqa: E402  (the composite-key walks' backfills, registered on import)
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
@@ -376,7 +384,26 @@ STRATEGIES: dict[str, Any] = {
     "floor-read-compute": floor_read_compute,
     "busy-read": busy_read,
     "ours-free-form-bulk-update": ours("bench.free_form", batch_size=CHUNK),
+    # Issue 16's pairs: the backfills of ours-set-adaptive and ours-records-adaptive (under
+    # names of their own, so that --only picks the pairs alone), and the same over a table
+    # of as many rows keyed by (post, language): bench/composite.py.
+    "ours-set-single": ours("bench.set_based"),
+    "ours-set-composite": ours("bench.translation_set_based"),
+    "ours-records-single": ours("bench.row_records"),
+    "ours-records-composite": ours("bench.translation_records"),
 }
+
+#: Strategies that fill the translations' slugs, with what verifies them (others: Post's).
+TRANSLATIONS = {"ours-set-composite", "ours-records-composite"}
+
+#: (kind, single-column walk, composite-key walk): each pair runs interleaved, round by round
+#: (a ratio of two strategies run minutes apart would carry the machine's drift), and the
+#: median of the rounds' per-row cost ratios is held to the issue's target.
+COMPOSITE_PAIRS = [
+    ("set-based", "ours-set-single", "ours-set-composite"),
+    ("row (records)", "ours-records-single", "ours-records-composite"),
+]
+COMPOSITE_TARGET = 1.3
 
 
 def pin(cpu: int | None, db: Any) -> None:
@@ -471,6 +498,7 @@ def generate(rows: int) -> None:
     """Fill blog_post with `rows` posts in one SQL statement (not timed)."""
     call_command("migrate", verbosity=0)
     table = connection.ops.quote_name(Post._meta.db_table)
+    composite.clear()  # translations refer to posts
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(Post.tags.through._meta.db_table)}")
         cursor.execute(f"DELETE FROM {table}")
@@ -505,6 +533,7 @@ def generate(rows: int) -> None:
 
 def reset() -> None:
     Post.objects.filter(slug__isnull=False).update(slug=None)
+    composite.reset()
     BackfillRun.objects.all().delete()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -1155,6 +1184,83 @@ def print_online_impact(args: argparse.Namespace, rows: int) -> dict[str, Any]:
     }
 
 
+def interleaved(plan: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+    """*plan* in groups to run together: a COMPOSITE_PAIRS pair with the same row count (both
+    in the plan), the composite walk moved up beside its single-column walk; anything else
+    alone."""
+    partner = {single: walk for _, single, walk in COMPOSITE_PAIRS}
+    groups, paired = [], set()
+    for strategy, n in plan:
+        if (strategy, n) in paired:
+            continue
+        mate = (partner.get(strategy, ""), n)
+        if mate in plan:
+            groups.append([(strategy, n), mate])
+            paired.add(mate)
+        else:
+            groups.append([(strategy, n)])
+    return groups
+
+
+def composite_ratios(
+    results: dict[tuple[str, int], dict[str, Any]],
+) -> list[tuple[str, list[float], float]]:
+    """For each COMPOSITE_PAIRS pair that ran: its kind, the rounds' ratios of the composite
+    walk's per-row cost to the single-column walk's (the same rows), and their median."""
+    found = []
+    for kind, single, walk in COMPOSITE_PAIRS:
+        for (strategy, n), one in results.items():
+            other = results.get((walk, n))
+            if strategy != single or other is None:
+                continue
+            per_round = [
+                (b / other["rows"]) / (a / one["rows"])
+                for a, b in zip(one["seconds_rounds"], other["seconds_rounds"], strict=False)
+            ]
+            if per_round:
+                found.append((kind, per_round, statistics.median(per_round)))
+    return found
+
+
+def composite_ratio_rows(
+    found: list[tuple[str, list[float], float]],
+) -> list[tuple[str, float, str]]:
+    """The ratio table's rows for composite_ratios()."""
+    return [
+        (
+            f"{kind}: composite-key walk per-row cost / single-column walk",
+            median,
+            f"<= {COMPOSITE_TARGET} (median of {len(per_round)} round(s))",
+        )
+        for kind, per_round, median in found
+    ]
+
+
+def print_results(
+    results: dict[tuple[str, int], dict[str, Any]], ratios: list[tuple[str, float, str]]
+) -> None:
+    """The strategies' table, then the ratios (if any) with their targets."""
+    print()
+    header = (
+        f"{'strategy':<28} {'rows':>10} {'rows/s':>10} {'seconds':>8} {'peak MB':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  verified"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results.values():
+        print(
+            f"{r['strategy']:<28} {r['rows']:>10,} {r['rows_per_s']:>10,.0f} {r['seconds']:>8.2f} "
+            f"{r['peak_rss_mb']:>8.1f} {r['chunk_p50_ms']:>8.1f} {r['chunk_p99_ms']:>8.1f} "
+            f"{r['chunk_max_ms']:>8.1f}  {r['verification']}"
+        )
+    if not ratios:
+        return
+    print()
+    print(f"{'ratio':<72} {'measured':>9}  target")
+    for label, value, target in ratios:
+        print(f"{label:<72} {value:>9.3f}  {target}")
+
+
 def main() -> None:
     if "--parallel" in sys.argv[1:]:
         # The parallel runs (`run --workers N`) have their own scenarios and options.
@@ -1174,6 +1280,13 @@ def main() -> None:
         default=100_000,
         help="rows for the bulk_update-bound strategies (seed-bulk-update, seed-offset, "
         "ours-free-form-bulk-update)",
+    )
+    parser.add_argument(
+        "--composite-rows",
+        type=int,
+        default=100_000,
+        help="rows each walk of a composite-key pair covers, of tables of --rows rows "
+        "(ours-set-single/-composite, ours-records-single/-composite)",
     )
     parser.add_argument(
         "--json",
@@ -1209,7 +1322,13 @@ def main() -> None:
         default=2,
         help="pairs of runs with and without the blocking guard per online round (its cost)",
     )
-    parser.add_argument("--only", nargs="+", metavar="STRATEGY", help="run just these (no ratios)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STRATEGY",
+        help="run just these (no ratios but the composite-key walks' when both walks of a "
+        "pair ran)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     vendor = connection.vendor
@@ -1222,6 +1341,7 @@ def main() -> None:
     select_scenarios(online_scenarios(True), args.online_scenarios)  # unknown names: exit now
 
     slow = min(rows, args.slow_cap)
+    pair = min(rows, args.composite_rows)
     plan = [
         ("ceiling", rows),
         ("seed-save-loop", min(rows, args.save_cap)),
@@ -1241,43 +1361,64 @@ def main() -> None:
         ("ours-records-prefetch", rows),
         ("floor-read-compute", rows),
         ("ours-free-form-bulk-update", slow),
+        ("ours-set-single", pair),
+        ("ours-set-composite", pair),
+        ("ours-records-single", pair),
+        ("ours-records-composite", pair),
     ]
     if args.only or args.online_only:
         plan = [(name, n) for name, n in plan if name in (args.only or ())]
     print(f"django-backfills bench: {vendor}, {rows:,} rows, {args.repeat} run(s) each")
     print("generating data ...", flush=True)
     generate(rows)
+    if any(name in TRANSLATIONS for name, _ in plan):
+        composite.seed(rows)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     failures = []
-    for strategy, n in plan:
-        runs, verdict = [], (True, "ok")
-        for _ in range(args.repeat):
-            reset()
-            runs.append(run_child(strategy, n))
-            verdict = verify(0 if strategy.startswith("floor") else n)
-            if not verdict[0]:
-                break
-        seconds = statistics.median(r["seconds"] for r in runs)
-        durations = [d for r in runs for d in r["durations"]]
-        result = {
-            "strategy": strategy,
-            "rows": n,
-            "runs": len(runs),
-            "seconds": seconds,
-            "rows_per_s": n / seconds,
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-            "chunk_p50_ms": 1000 * percentile(durations, 50),
-            "chunk_p99_ms": 1000 * percentile(durations, 99),
-            "chunk_max_ms": 1000 * max(durations) if durations else float("nan"),
-            "verified": verdict[0],
-            "verification": verdict[1],
-        }
-        results[(strategy, n)] = result
-        if not verdict[0] and strategy.startswith("ours"):
-            failures.append(f"{strategy}: {verdict[1]}")
+    for group in interleaved(plan):
+        # One strategy's runs in a row; a composite pair's alternating, every other round in
+        # reverse order.
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {entry: [] for entry in group}
+        verdicts = dict.fromkeys(group, (True, "ok"))
+        for number in range(args.repeat):
+            for strategy, n in group if number % 2 == 0 else group[::-1]:
+                if not verdicts[(strategy, n)][0]:
+                    continue
+                reset()
+                runs[(strategy, n)].append(run_child(strategy, n))
+                check = composite.verify if strategy in TRANSLATIONS else verify
+                verdicts[(strategy, n)] = check(0 if strategy.startswith("floor") else n)
+        for (strategy, n), done in runs.items():
+            verdict = verdicts[(strategy, n)]
+            seconds = statistics.median(r["seconds"] for r in done)
+            durations = [d for r in done for d in r["durations"]]
+            result = {
+                "strategy": strategy,
+                "rows": n,
+                "runs": len(done),
+                "seconds": seconds,
+                "seconds_rounds": [r["seconds"] for r in done],
+                "rows_per_s": n / seconds,
+                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in done),
+                "chunk_p50_ms": 1000 * percentile(durations, 50),
+                "chunk_p99_ms": 1000 * percentile(durations, 99),
+                "chunk_max_ms": 1000 * max(durations) if durations else float("nan"),
+                "verified": verdict[0],
+                "verification": verdict[1],
+            }
+            results[(strategy, n)] = result
+            if not verdict[0] and strategy.startswith("ours"):
+                failures.append(f"{strategy}: {verdict[1]}")
+            print(
+                f"  {strategy:<28} {n:>10,} rows {result['rows_per_s']:>12,.0f} rows/s "
+                f"{seconds:>8.2f}s  {verdict[1]}",
+                flush=True,
+            )
+    composite_lines = composite_ratios(results)
+    for kind, per_round, _ in composite_lines:
         print(
-            f"  {strategy:<28} {n:>10,} rows {result['rows_per_s']:>12,.0f} rows/s "
-            f"{seconds:>8.2f}s  {verdict[1]}",
+            f"  {kind}: composite-key / single-column walk per-row cost, "
+            f"{len(per_round)} interleaved round(s): " + ", ".join(f"{r:.3f}" for r in per_round),
             flush=True,
         )
 
@@ -1289,6 +1430,10 @@ def main() -> None:
         print(f"\nresults written to {args.json}")
         return
     if args.only:
+        print_results(results, composite_ratio_rows(composite_lines))
+        if failures:
+            print("FAILED verification: " + "; ".join(failures))
+            sys.exit(1)
         return
 
     # Checkpoint overhead is a few percent, less than the drift between strategies run minutes
@@ -1413,25 +1558,9 @@ def main() -> None:
             - results[("ours-row-fixed", small)]["peak_rss_mb"],
             "< 10",
         ),
+        *composite_ratio_rows(composite_lines),
     ]
-
-    print()
-    header = (
-        f"{'strategy':<28} {'rows':>10} {'rows/s':>10} {'seconds':>8} {'peak MB':>8} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  verified"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results.values():
-        print(
-            f"{r['strategy']:<28} {r['rows']:>10,} {r['rows_per_s']:>10,.0f} {r['seconds']:>8.2f} "
-            f"{r['peak_rss_mb']:>8.1f} {r['chunk_p50_ms']:>8.1f} {r['chunk_p99_ms']:>8.1f} "
-            f"{r['chunk_max_ms']:>8.1f}  {r['verification']}"
-        )
-    print()
-    print(f"{'ratio':<72} {'measured':>9}  target")
-    for label, value, target in ratios:
-        print(f"{label:<72} {value:>9.3f}  {target}")
+    print_results(results, ratios)
 
     online = {} if args.no_online else print_online_impact(args, rows)
 
