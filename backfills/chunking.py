@@ -154,8 +154,12 @@ class Key:
 
         rows = vendor_for(connection).plans_row_values
         # Lower bound first: *mark* may number positional placeholders in call order.
-        parts = [] if lower is None else [_compare_sql(columns, prep(lower), ">", mark, rows)]
-        parts.append(_compare_sql(columns, prep(upper), "<=", mark, rows))
+        parts = (
+            []
+            if lower is None
+            else [_compare_sql(connection, columns, prep(lower), ">", mark, rows)]
+        )
+        parts.append(_compare_sql(connection, columns, prep(upper), "<=", mark, rows))
         return "(" + " AND ".join(parts) + ")"
 
 
@@ -166,17 +170,20 @@ def _jsonable(value: Any) -> Any:
 
 
 class _RowAfter(TupleGreaterThan):
-    """``(a, b) > (x, y)`` as a row value on every backend (Django expands it on SQLite)."""
+    """``(a, b) > (x, y)`` as a row value on every backend (Django expands it on SQLite),
+    marked as the selective condition it is (``Vendor.key_range``)."""
 
     def as_sql(self, compiler: Any, connection: Any) -> Any:
-        return super(TupleLookupMixin, self).as_sql(compiler, connection)
+        sql, params = super(TupleLookupMixin, self).as_sql(compiler, connection)
+        return vendor_for(connection).key_range(sql), params
 
 
 class _RowUpTo(TupleLessThanOrEqual):
-    """``(a, b) <= (x, y)`` as a row value on every backend."""
+    """``(a, b) <= (x, y)`` as a row value on every backend (as ``_RowAfter``)."""
 
     def as_sql(self, compiler: Any, connection: Any) -> Any:
-        return super(TupleLookupMixin, self).as_sql(compiler, connection)
+        sql, params = super(TupleLookupMixin, self).as_sql(compiler, connection)
+        return vendor_for(connection).key_range(sql), params
 
 
 def _expanded(names: Sequence[str], values: tuple[Any, ...], op: str) -> Q:
@@ -193,7 +200,12 @@ def _expanded(names: Sequence[str], values: tuple[Any, ...], op: str) -> Q:
 
 
 def _compare_sql(
-    columns: Sequence[str], values: list[Any], op: str, mark: Callable[[Any], str], rows: bool
+    connection: Any,
+    columns: Sequence[str],
+    values: list[Any],
+    op: str,
+    mark: Callable[[Any], str],
+    rows: bool,
 ) -> str:
     """``columns op values`` in SQL, *op* ">" or "<=": a row value, or expanded as
     ``_expanded``."""
@@ -201,11 +213,11 @@ def _compare_sql(
         return f"{columns[0]} {op} {mark(values[0])}"
     if rows:
         marks = ", ".join(mark(v) for v in values)
-        return f"({', '.join(columns)}) {op} ({marks})"
+        return vendor_for(connection).key_range(f"({', '.join(columns)}) {op} ({marks})")
     strict = ">" if op == ">" else "<"
     head, value = columns[0], values[0]
     first, second = mark(value), mark(value)  # in text order, for positional placeholders
-    rest = _compare_sql(columns[1:], values[1:], op, mark, rows)
+    rest = _compare_sql(connection, columns[1:], values[1:], op, mark, rows)
     return f"({head} {strict} {first} OR ({head} = {second} AND {rest}))"
 
 

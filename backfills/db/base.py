@@ -30,6 +30,11 @@ class Vendor:
     #: over ``(a, b)``; where not, keys of several columns are compared column by column.
     plans_row_values = False
 
+    def key_range(self, sql: str) -> str:
+        """A window's row-value bound, as the planner should weigh it: selective (a window
+        is a few thousand rows of the table)."""
+        return sql
+
     def apply_chunk_timeouts(
         self, connection: BaseDatabaseWrapper, lock: float | None, statement: float | None
     ) -> None:
