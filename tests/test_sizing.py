@@ -17,9 +17,24 @@ def test_grows_from_a_small_start_by_at_most_the_growth_factor_and_settles() -> 
     sizer = ChunkSizer(size=10, target=0.5, growth=1.2)
     sizes = simulate(sizer, seconds_per_row=0.001, steps=60)  # 500 rows fit 0.5 s
     assert sizes[0] == 10
-    assert all(b <= a * 1.2 + 1 for a, b in zip(sizes, sizes[1:], strict=False))
+    # Slow start: doubling while a chunk takes under half the target (250 rows here)...
+    assert sizes[:6] == [10, 20, 40, 80, 160, 320], sizes
+    # ...then at most 20% a step, never past what fits the target.
+    assert all(b <= a * 1.2 + 1 for a, b in zip(sizes[5:], sizes[6:], strict=False))
     assert all(b >= a for a, b in zip(sizes[:20], sizes[1:21], strict=False))
+    assert max(sizes) <= 500
     assert 450 <= sizes[-1] <= 550
+
+
+def test_slow_start_ends_at_a_back_off_or_a_long_chunk() -> None:
+    sizer = ChunkSizer(size=100, target=0.5)
+    assert sizer.observe(100, 0.01) == 200
+    sizer.back_off()
+    assert not sizer.starting
+    assert sizer.observe(sizer.size, 0.01) <= 120
+    long = ChunkSizer(size=100, target=0.5)
+    long.observe(100, 1.0)  # twice the target: shrinks, and the slow start is over
+    assert not long.starting and long.size == 50
 
 
 def test_shrinks_at_once_after_a_slow_chunk() -> None:
