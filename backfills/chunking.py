@@ -99,15 +99,6 @@ class Key:
             value_field(f).to_python(item) for f, item in zip(self.fields, items, strict=True)
         )
 
-    def show(self, text: str | None) -> str:
-        """A stored cursor for people: ``42``, ``(acme, 42)``."""
-        if text is None or self.single:
-            return "start" if text is None else text
-        try:
-            return "(" + ", ".join(str(v) for v in json.loads(text)) + ")"
-        except ValueError:
-            return text
-
     # -- conditions --------------------------------------------------------------------------
 
     def order(

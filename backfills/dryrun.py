@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -77,7 +79,6 @@ def dry_run(
     cursor = None if cursor is None else key.load(cursor)
     report = DryRunReport(name=backfill_cls.name or "", cursor=cursor)
     columns = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
-    connection = connections[using]
     try:
         with transaction.atomic(using=using):
             horizon = find_horizon(key, using) if horizon is None else key.load(horizon)
@@ -92,10 +93,7 @@ def dry_run(
                 picked = list(queryset.values_list("pk", flat=True)[:sample])
                 before = _snapshot(model, using, picked, columns)
                 started = time.perf_counter()
-                with transaction.atomic(using=using):
-                    vendor_for(connection).apply_chunk_timeouts(
-                        connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
-                    )
+                with _chunk(using):
                     backfill.window = window
                     report.rows_processed += backfill.run_window(queryset)
                 report.seconds += time.perf_counter() - started
@@ -117,6 +115,17 @@ def dry_run(
     return report
 
 
+@contextmanager
+def _chunk(using: str) -> Iterator[None]:
+    """One chunk's transaction (a savepoint in the dry run's) under the chunks' timeouts."""
+    connection = connections[using]
+    with transaction.atomic(using=using):
+        vendor_for(connection).apply_chunk_timeouts(
+            connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
+        )
+        yield
+
+
 def _dry_run_input(
     backfill: Backfill, walk: Walk, using: str, chunks: int, batch_size: int, cursor: Any
 ) -> DryRunReport:
@@ -126,7 +135,6 @@ def _dry_run_input(
     report = DryRunReport(name=backfill.name or "", cursor=cursor)
     horizon = walk.horizon()
     report.rows_total = walk.total(horizon, True, 0)[0]
-    connection = connections[using]
     try:
         with transaction.atomic(using=using):
             for _ in range(chunks):
@@ -134,10 +142,7 @@ def _dry_run_input(
                 if window is None or window.items is None:
                     break
                 started = time.perf_counter()
-                with transaction.atomic(using=using):
-                    vendor_for(connection).apply_chunk_timeouts(
-                        connection, conf.get("LOCK_TIMEOUT"), conf.get("STATEMENT_TIMEOUT")
-                    )
+                with _chunk(using):
                     backfill.window = window
                     report.rows_processed += _items(backfill, window.items, report)
                 report.seconds += time.perf_counter() - started
