@@ -162,7 +162,8 @@ class CSVBackfill(InputBackfill):
 
     #: The columns used, by header name, and their types.
     columns: ClassVar[Mapping[str, Parameter]] = {}
-    #: The file's encoding (a UTF-8 byte order mark is skipped).
+    #: The file's encoding: one that keeps ASCII's bytes (UTF-8, Latin-1...), since records
+    #: are delimited on the bytes of quotes and newlines; a UTF-8 byte order mark is skipped.
     encoding: ClassVar[str] = "utf-8"
     delimiter: ClassVar[str] = ","
     parameters: ClassVar[Mapping[str, Parameter]] = {
