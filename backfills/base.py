@@ -12,7 +12,7 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import DEFAULT_DB_ALIAS, models
 
-from .chunking import Key, TableWalk, Walk, pk_target, primary_key
+from .chunking import Key, TableWalk, Walk, primary_key, value_field
 from .db.base import Statement
 from .exceptions import BackfillConfigurationError
 from .parameters import Parameter
@@ -170,7 +170,7 @@ class Backfill:
         if pk is None:
             raise BackfillConfigurationError(f"{label} has no primary key.")
         for part in primary_key(model).fields:
-            target = pk_target(part)
+            target = value_field(part)
             if target.get_internal_type() in UNORDERABLE_PK_TYPES:
                 raise BackfillConfigurationError(
                     f"{label}'s primary key is a {target.get_internal_type()}, which the "
@@ -208,7 +208,7 @@ class Backfill:
                     f"Backfill {cls.name}: chunk_by column {label}.{name} is nullable; a walk "
                     "key must be NOT NULL (rows with NULL would be skipped)."
                 )
-            if pk_target(field).get_internal_type() in UNORDERABLE_PK_TYPES:
+            if value_field(field).get_internal_type() in UNORDERABLE_PK_TYPES:
                 raise BackfillConfigurationError(
                     f"Backfill {cls.name}: chunk_by column {label}.{name} cannot be ordered."
                 )

@@ -219,9 +219,6 @@ def value_field(field: models.Field[Any, Any]) -> models.Field[Any, Any]:
     return target if isinstance(target, models.Field) else field
 
 
-pk_target = value_field
-
-
 def primary_key(model: type[models.Model]) -> Key:
     """*model*'s primary key as a walk key: its column, or a ``CompositePrimaryKey``'s."""
     pk = model._meta.pk
@@ -445,6 +442,8 @@ class Walk:
 
     #: Whether workers of a parallel run can split this walk into key ranges.
     partitionable = False
+    #: The table key walked (None for an input).
+    key: Key | None = None
 
     def horizon(self) -> Any:
         """Where the walk ends, fixed when a run starts (None: nothing to walk)."""
@@ -474,6 +473,8 @@ class TableWalk(Walk):
     """A table walked by keyset windows on *key*."""
 
     partitionable = True
+
+    key: Key
 
     def __init__(self, key: Key, using: str) -> None:
         self.key = key

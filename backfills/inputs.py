@@ -166,6 +166,8 @@ class CSVBackfill(InputBackfill):
     #: are delimited on the bytes of quotes and newlines; a UTF-8 byte order mark is skipped.
     encoding: ClassVar[str] = "utf-8"
     delimiter: ClassVar[str] = ","
+    #: The header as read from the file at this path (``header()``).
+    _header: tuple[str, tuple[list[str], int, int]] | None = None
     parameters: ClassVar[Mapping[str, Parameter]] = {
         "input": Parameter(str, help="the CSV file (backfill run NAME --input PATH)")
     }
@@ -232,8 +234,14 @@ class CSVBackfill(InputBackfill):
             )
 
     def header(self) -> tuple[list[str], int, int]:
-        """The header's names, the line it ends on and the byte offset after it; raises
-        BackfillConfigurationError when a declared column is missing."""
+        """The header's names, the line it ends on and the byte offset after it (read once a
+        file, not once a chunk); raises BackfillConfigurationError when a declared column is
+        missing."""
+        if self._header is None or self._header[0] != self.path:
+            self._header = (self.path, self._read_header())
+        return self._header[1]
+
+    def _read_header(self) -> tuple[list[str], int, int]:
         with self._open() as handle:
             for _, names, line, offset in self._records(handle, 0):
                 missing = [name for name in self.columns if name not in names]

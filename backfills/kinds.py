@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -245,7 +246,7 @@ class _WindowCondition:
         q = connection.ops.quote_name
         table = alias or q(model._meta.db_table)
         columns = [f"{table}.{q(db_column(f))}" for f in key.fields]
-        names = iter(range(1_000))
+        names = itertools.count()
 
         def mark(value: Any) -> str:
             name = f"window_{next(names)}"

@@ -34,7 +34,7 @@ from backfills import RowBackfill, UpdateBackfill
 from backfills.registry import registry
 from blog.models import Post, PostTranslation
 
-#: run.EXPECTED: the slug both walks compute, as SQL.
+#: The slug every strategy of the bench writes, as SQL (run.py uses this one too).
 EXPECTED = Lower(Replace(F("title"), Value(" "), Value("-")))
 LANGUAGES = ("de", "fr")
 

@@ -13,7 +13,7 @@ import json
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -176,7 +176,9 @@ def test_a_composite_key_walk_reverses(name: str) -> None:
     assert result.run.rows_scanned == 500
 
 
-def test_a_stopped_composite_walk_resumes_from_its_json_cursor() -> None:
+def test_a_stopped_composite_walk_resumes_from_its_json_cursor(
+    run_command: Callable[..., tuple[str, str]],
+) -> None:
     needing = seed_tenant_items()
     name = "testapp.count_tenant_items"
 
@@ -186,6 +188,9 @@ def test_a_stopped_composite_walk_resumes_from_its_json_cursor() -> None:
     run = BackfillRun.objects.get()
     assert run.chunks_done == 5 and run.rows_scanned == 50
     assert assert_counted_up_to(TenantItem, TENANT_KEY, run.cursor) == 50
+    tenant, number = json.loads(run.cursor or "")
+    out, _ = run_command("status", name)
+    assert f"at cursor key ({tenant}, {number})" in out, out
     # Resumed with another chunk size and a row limit: chunks shrink to fit it.
     second = run_backfill(name, limit=75, batch_size=20)
     assert second.outcome is Outcome.PAUSED

@@ -116,7 +116,9 @@ def test_without_quarantine_a_bad_line_fails_the_run_and_a_changed_file_is_refus
     assert Item.objects.filter(counter=1).count() == 4
 
 
-def test_a_resumed_csv_run_goes_on_after_its_last_committed_line(tmp: Path) -> None:
+def test_a_resumed_csv_run_goes_on_after_its_last_committed_line(
+    tmp: Path, run_command: Callable[..., tuple[str, str]]
+) -> None:
     pks = items(40)
     path = write_notes(tmp / "notes.csv", pks)
 
@@ -126,6 +128,8 @@ def test_a_resumed_csv_run_goes_on_after_its_last_committed_line(tmp: Path) -> N
     cursor = json.loads(BackfillRun.objects.get().cursor or "")
     assert cursor["line"] == 1 + 12 * 2
     assert path.read_bytes()[: cursor["offset"]].count(b"\n") == cursor["line"]
+    out, _ = run_command("status", NOTES)
+    assert f"at cursor line 25 (byte {cursor['offset']:,})" in out, out
 
     second = run_backfill(NOTES, parameters={"input": str(path)})
 

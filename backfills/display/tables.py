@@ -195,6 +195,8 @@ def status_notes(
     if run.parameters:
         described = ", ".join(f"{k}={v}" for k, v in sorted(run.parameters.items()))
         notes.append(f"{head}: parameters {described}")
+    if not run.is_final and not run.parallel and run.cursor is not None:
+        notes.append(f"{head}: at cursor {fmt.position(run.cursor)}")
     if not run.is_final and (run.profile != "balanced" or run.max_duty or run.sleep):
         rest = f", sleep {run.sleep:g}s" if run.sleep else ""
         notes.append(f"{head}: {fmt.sizing(run)}{rest}")
@@ -247,7 +249,7 @@ def partition_cells(partition: BackfillPartition) -> list[str]:
         str(partition.number),
         partition.state,
         f"({partition.lower or 'start'}, {partition.upper}]",
-        partition.cursor or "-",
+        "-" if partition.cursor is None else fmt.position(partition.cursor),
         f"{partition.rows_scanned:,}",
         fmt.rate(partition.rate),
         owner,

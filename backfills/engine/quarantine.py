@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
@@ -55,50 +56,30 @@ class Isolator:
         except Exception as exc:
             if _not_quarantinable(exc):
                 raise
-        if self.key is not None and not primary_key(self.key.model).single:
+            failed = exc
+        key = self.key
+        if key is not None and not primary_key(key.model).single:
             # A composite primary key: Django writes pk__in as one OR per row on SQLite, which
-            # fails past about a thousand rows ("Expression tree is too large": halving would
-            # get there, after failed attempts); a key range is one condition at any size.
-            return self._bisect_range(queryset, list(self.key.values(queryset)), None)
+            # fails past about a thousand rows ("Expression tree is too large"); a key range is
+            # one condition at any size. Each row is the range (previous key, its key].
+            keys = list(key.values(queryset))
+            spans = list(zip([None, *keys[:-1]], keys, strict=True))
+
+            def rows(part: list[tuple[Any, Any]]) -> QuerySet[Any]:
+                lower, upper = part[0][0], part[-1][1]
+                within = queryset if lower is None else key.after(queryset, lower, self.using)
+                return key.upto(within, upper, self.using)
+
+            def pk_of(span: tuple[Any, Any]) -> Any:
+                return span[1] if key.is_pk else primary_key(key.model).of(rows([span]).get())
+
+            return self._isolate(
+                spans, lambda part: self.backfill.run_window(rows(part)), pk_of, failed
+            )
         pks = list(queryset.values_list("pk", flat=True))
-        return self._bisect(queryset, pks)
-
-    def _bisect_range(
-        self, queryset: QuerySet[Any], keys: list[Any], lower: Any
-    ) -> tuple[int, int]:
-        """Like ``_bisect``, on the rows whose walk key is in ``(lower, keys[-1]]``."""
-        assert self.key is not None
-        part = queryset if lower is None else self.key.after(queryset, lower, self.using)
-        part = self.key.upto(part, keys[-1], self.using)
-        try:
-            with transaction.atomic(using=self.using):
-                return self.backfill.run_window(part), 0
-        except Exception as exc:
-            if _not_quarantinable(exc):
-                raise
-            if len(keys) == 1:
-                pk = keys[0] if self.key.is_pk else primary_key(self.key.model).of(part.get())
-                quarantine_row(self.run, self.using, pk, exc)
-                return 0, 1
-        middle = len(keys) // 2
-        left = self._bisect_range(queryset, keys[:middle], lower)
-        right = self._bisect_range(queryset, keys[middle:], keys[middle - 1])
-        return left[0] + right[0], left[1] + right[1]
-
-    def _bisect(self, queryset: QuerySet[Any], pks: list[Any]) -> tuple[int, int]:
-        try:
-            with transaction.atomic(using=self.using):
-                return self.backfill.run_window(queryset.filter(pk__in=pks)), 0
-        except Exception as exc:
-            if _not_quarantinable(exc):
-                raise
-            if len(pks) == 1:
-                quarantine_row(self.run, self.using, pks[0], exc)
-                return 0, 1
-        middle = len(pks) // 2
-        left = self._bisect(queryset, pks[:middle])
-        right = self._bisect(queryset, pks[middle:])
-        return left[0] + right[0], left[1] + right[1]
+        return self._isolate(
+            pks, lambda part: self.backfill.run_window(queryset.filter(pk__in=part)), None, failed
+        )
 
     def process_items(self, items: list[Any]) -> tuple[int, int]:
         """(processed, quarantined) for an input walk's chunk, bisected like rows; a failing
@@ -107,18 +88,34 @@ class Isolator:
 
         backfill = self.backfill
         assert isinstance(backfill, InputBackfill)
-        try:
-            with transaction.atomic(using=self.using):
-                return backfill.process_items(items), 0
-        except Exception as exc:
-            if _not_quarantinable(exc):
-                raise
-            if len(items) == 1:
-                quarantine_row(self.run, self.using, backfill.describe_item(items[0]), exc)
-                return 0, 1
+        return self._isolate(items, backfill.process_items, backfill.describe_item)
+
+    def _isolate(
+        self,
+        items: list[Any],
+        run: Callable[[list[Any]], int],
+        label: Callable[[Any], Any] | None,
+        failed: Exception | None = None,
+    ) -> tuple[int, int]:
+        """Process *items* with *run* in a savepoint; if that fails (or *failed* says it did),
+        bisect until the failing items are alone, and quarantine each under ``label(item)``
+        (the item itself by default)."""
+        if failed is None:
+            try:
+                with transaction.atomic(using=self.using):
+                    return run(items), 0
+            except Exception as exc:
+                if _not_quarantinable(exc):
+                    raise
+                failed = exc
+        if not items:  # nothing to blame: the error is the chunk's, not a row's
+            raise failed
+        if len(items) == 1:
+            quarantine_row(self.run, self.using, label(items[0]) if label else items[0], failed)
+            return 0, 1
         middle = len(items) // 2
-        left = self.process_items(items[:middle])
-        right = self.process_items(items[middle:])
+        left = self._isolate(items[:middle], run, label)
+        right = self._isolate(items[middle:], run, label)
         return left[0] + right[0], left[1] + right[1]
 
 

@@ -71,9 +71,7 @@ class ChunkStep:
         #: What the run walks: its table in key order, or an input's items.
         self.walk = backfill.get_walk()
         self.isolator = (
-            Isolator(backfill, lease.run, getattr(self.walk, "key", None))
-            if type(backfill).quarantine
-            else None
+            Isolator(backfill, lease.run, self.walk.key) if type(backfill).quarantine else None
         )
         #: Set when a stop was asked for: do not read another chunk ahead.
         self.stopping: Callable[[], bool] = lambda: False
@@ -214,7 +212,7 @@ class ChunkStep:
             self.load_pk(run.cursor),
             self.load_pk(row["cursor"]),
             row["rows_scanned"] - run.rows_scanned,
-            getattr(self.walk, "key", None),
+            self.walk.key,
         )
         processed = row["rows_processed"] - run.rows_processed
         failed = row["rows_failed"] - run.rows_failed
