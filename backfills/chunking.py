@@ -32,6 +32,7 @@ from django.db.models.fields.tuple_lookups import (
 )
 
 from .db import vendor_for
+from .db.base import Vendor
 
 
 @dataclass(frozen=True)
@@ -143,14 +144,10 @@ class Key:
                 for f, v in zip(self.fields, values, strict=True)
             ]
 
-        rows = vendor_for(connection).plans_row_values
+        vendor = vendor_for(connection)
         # Lower bound first: *mark* may number positional placeholders in call order.
-        parts = (
-            []
-            if lower is None
-            else [_compare_sql(connection, columns, prep(lower), ">", mark, rows)]
-        )
-        parts.append(_compare_sql(connection, columns, prep(upper), "<=", mark, rows))
+        parts = [] if lower is None else [_compare_sql(vendor, columns, prep(lower), ">", mark)]
+        parts.append(_compare_sql(vendor, columns, prep(upper), "<=", mark))
         return "(" + " AND ".join(parts) + ")"
 
 
@@ -191,24 +188,19 @@ def _expanded(names: Sequence[str], values: tuple[Any, ...], op: str) -> Q:
 
 
 def _compare_sql(
-    connection: Any,
-    columns: Sequence[str],
-    values: list[Any],
-    op: str,
-    mark: Callable[[Any], str],
-    rows: bool,
+    vendor: Vendor, columns: Sequence[str], values: list[Any], op: str, mark: Callable[[Any], str]
 ) -> str:
-    """``columns op values`` in SQL, *op* ">" or "<=": a row value, or expanded as
-    ``_expanded``."""
+    """``columns op values`` in SQL, *op* ">" or "<=": a row value where *vendor* plans one
+    on the index, or expanded as ``_expanded``."""
     if len(columns) == 1:
         return f"{columns[0]} {op} {mark(values[0])}"
-    if rows:
+    if vendor.plans_row_values:
         marks = ", ".join(mark(v) for v in values)
-        return vendor_for(connection).key_range(f"({', '.join(columns)}) {op} ({marks})")
+        return vendor.key_range(f"({', '.join(columns)}) {op} ({marks})")
     strict = ">" if op == ">" else "<"
     head, value = columns[0], values[0]
     first, second = mark(value), mark(value)  # in text order, for positional placeholders
-    rest = _compare_sql(connection, columns[1:], values[1:], op, mark, rows)
+    rest = _compare_sql(vendor, columns[1:], values[1:], op, mark)
     return f"({head} {strict} {first} OR ({head} = {second} AND {rest}))"
 
 

@@ -266,29 +266,41 @@ def test_rows_inserted_above_the_horizon_are_not_chased() -> None:
     assert set(inserted.values_list("counter", flat=True)) == {0}
 
 
-def test_one_worker_walks_a_parallel_run_on_a_composite_key() -> None:
+@pytest.mark.parametrize(
+    ("name", "model", "names", "seed"),
+    [
+        ("testapp.count_tenant_items", TenantItem, TENANT_KEY, seed_tenant_items),
+        # chunk_by: ranges on (group, code), which the ids follow in neither order.
+        ("testapp.count_keyed_items", KeyedItem, KEYED_KEY, seed_keyed_items),
+    ],
+    ids=["composite-pk", "chunk_by"],
+)
+def test_one_worker_walks_a_parallel_run_on_a_key_of_several_columns(
+    name: str, model: type[models.Model], names: Sequence[str], seed: Callable[[], int]
+) -> None:
     from backfills.engine.parallel import start_parallel
     from backfills.engine.workers import run_worker
 
-    needing = seed_tenant_items()
-    run = start_parallel(registry.get("testapp.count_tenant_items"), workers=1).run
+    needing = seed()
+    rows = model._base_manager.count()
+    run = start_parallel(registry.get(name), workers=1).run
     partitions = list(BackfillPartition.objects.filter(run=run).order_by("pk"))
     assert len(partitions) > 1
     # Contiguous ranges on the whole key, stored as JSON.
     assert partitions[0].lower is None
     for before, after in zip(partitions, partitions[1:], strict=False):
         assert before.upper == after.lower
-    assert json.loads(partitions[-1].upper) == list(in_key_order(TenantItem, TENANT_KEY)[-1][0])
+    assert json.loads(partitions[-1].upper) == list(in_key_order(model, names)[-1][0])
 
     result = run_worker(run_ids=[run.pk], exit_when_idle=True, idle_poll=0.05)
 
     assert result.completed_runs == [run.pk]
-    assert Counter(TenantItem.objects.values_list("needs_work", "counter")) == {
+    assert Counter(model._base_manager.values_list("needs_work", "counter")) == {
         (True, 1): needing,
-        (False, 0): ROWS - needing,
+        (False, 0): rows - needing,
     }
     run.refresh_from_db()
-    assert run.state == "completed" and run.rows_scanned == ROWS
+    assert run.state == "completed" and run.rows_scanned == rows
 
 
 @pytest.mark.skipif(
@@ -365,31 +377,6 @@ def test_a_stopped_chunk_by_walk_resumes_from_its_json_cursor() -> None:
     run = BackfillRun.objects.get()
     assert run.rows_processed == needing
     assert assert_counted_up_to(KeyedItem, KEYED_KEY, run.cursor) == 300
-
-
-def test_one_worker_walks_a_parallel_run_on_a_chunk_by_key() -> None:
-    from backfills.engine.parallel import start_parallel
-    from backfills.engine.workers import run_worker
-
-    needing = seed_keyed_items(600)
-    run = start_parallel(registry.get("testapp.count_keyed_items"), workers=1).run
-    partitions = list(BackfillPartition.objects.filter(run=run).order_by("pk"))
-    assert len(partitions) > 1
-    # Contiguous ranges on (group, code), not on the ids, which follow neither order.
-    assert partitions[0].lower is None
-    for before, after in zip(partitions, partitions[1:], strict=False):
-        assert before.upper == after.lower
-    assert json.loads(partitions[-1].upper) == list(in_key_order(KeyedItem, KEYED_KEY)[-1][0])
-
-    result = run_worker(run_ids=[run.pk], exit_when_idle=True, idle_poll=0.05)
-
-    assert result.completed_runs == [run.pk]
-    assert Counter(KeyedItem.objects.values_list("needs_work", "counter")) == {
-        (True, 1): needing,
-        (False, 0): 600 - needing,
-    }
-    run.refresh_from_db()
-    assert run.state == "completed" and run.rows_scanned == 600
 
 
 # -- backfills.E007: a chunk_by that is not a unique, non-null key --------------------------------
